@@ -1,0 +1,345 @@
+"""Loading and validating config.yaml.
+
+Every mistake becomes a :class:`ConfigError` whose message is one line naming the file, the key
+path and what was expected; the CLI prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG_NAME = "config.yaml"
+DEFAULT_CONFIG_TEXT = (Path(__file__).with_name("default_config.yaml")).read_text(encoding="utf-8")
+
+WORKER_PLACEHOLDERS = frozenset({"ticket", "prompt", "prompt_file", "repo", "session", "attempt"})
+REVIEWER_PLACEHOLDERS = frozenset({"ticket", "sha", "repo", "prompt_file"})
+# Placeholders whose values come from ticket text or user paths: never inside a shell script.
+UNSAFE_IN_SHELL = frozenset({"prompt", "repo"})
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "fish"})
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+STATUSES = ("todo", "in_progress", "in_review", "done", "needs_input")
+
+
+class ConfigError(Exception):
+    """A user mistake in configuration or input; ``str(err)`` is the one line to show."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Section(Mapping[str, Any]):
+    """One mapping of the config file, read key by key with validation.
+
+    Reading a key marks it known; :meth:`finish` rejects any key that was never read.
+    Plugins receive their own section as a ``Section`` (datasette's ``plugin_config`` idea).
+    """
+
+    def __init__(self, data: Mapping[str, Any] | None, path: str, file: str) -> None:
+        self.data: dict[str, Any] = dict(data or {})
+        self.path = path
+        self.file = file
+        self._known: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def error(self, key: str | None, expected: str, got: Any = ...) -> ConfigError:
+        """Build the one-line error for ``key`` of this section."""
+        where = ".".join(p for p in (self.path, key) if p)
+        tail = "" if got is ... else f", got {_describe(got)}"
+        return ConfigError(f"{self.file}: {where or '(top level)'}: expected {expected}{tail}")
+
+    def _get(self, key: str, default: Any) -> Any:
+        self._known.add(key)
+        value = self.data.get(key, default)
+        return default if value is None and default is not None else value
+
+    def text(self, key: str, default: str | None, pattern: str | None = None, what: str = "a string") -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str) or (pattern and not re.fullmatch(pattern, value)):
+            raise self.error(key, what, value)
+        return value
+
+    def integer(self, key: str, default: int, minimum: int | None = None) -> int:
+        value = self._get(key, default)
+        bound = f" >= {minimum}" if minimum is not None else ""
+        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+            raise self.error(key, f"an integer{bound}", value)
+        return value
+
+    def number(self, key: str, default: float, minimum: float = 0.0, strict: bool = True) -> float:
+        value = self._get(key, default)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok or (value <= minimum if strict else value < minimum):
+            raise self.error(key, f"a number {'>' if strict else '>='} {minimum:g} (seconds)", value)
+        return float(value)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, "true or false", value)
+        return value
+
+    def mapping(self, key: str) -> Section:
+        value = self._get(key, {})
+        if not isinstance(value, Mapping):
+            raise self.error(key, "a mapping", value)
+        return Section(value, ".".join(p for p in (self.path, key) if p), self.file)
+
+    def text_list(self, key: str, default: list[str] | None) -> list[str] | None:
+        value = self._get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, "a list of strings", value)
+        return list(value)
+
+    def finish(self) -> None:
+        """Reject keys nobody asked for (typos must not be silently ignored)."""
+        unknown = sorted(set(map(str, self.data)) - self._known)
+        if unknown:
+            known = ", ".join(sorted(self._known)) or "none"
+            raise self.error(unknown[0], f"one of the known keys ({known})", ...)
+
+
+@dataclass(frozen=True)
+class WorkerProfile:
+    name: str
+    command: tuple[str, ...]
+    timeout: float
+
+
+@dataclass(frozen=True)
+class ReviewerSettings:
+    enabled: bool
+    command: tuple[str, ...] | None
+    timeout: float
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    weak_patterns: tuple[re.Pattern[str], ...]
+    interval: float
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config.yaml. ``root`` is the MC root: the directory holding the file."""
+
+    file: str
+    root: Path
+    database: str
+    ticket_prefix: str
+    owner: str
+    workers: dict[str, WorkerProfile]
+    reviewer: ReviewerSettings
+    operator: OperatorSettings
+    plugins: dict[str, dict[str, Any]]
+    max_workers: int = 2
+    poll_interval: float = 1.0
+    grace_period: float = 30.0
+    lease_seconds: float = 30.0
+    mtime_ns: int = field(default=0, compare=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return not self.database.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def owner_title(self) -> str:
+        """The escalation owner as written in messages: ``elmar`` -> ``Elmar``."""
+        return self.owner[:1].upper() + self.owner[1:]
+
+    def plugin_section(self, name: str) -> Section:
+        """The plugin's own settings, as a :class:`Section` for validated reads."""
+        return Section(self.plugins.get(name, {}), f"plugins.{name}", self.file)
+
+    def plugin_enabled(self, name: str) -> bool:
+        return self.plugins.get(name, {}).get("enabled", True) is not False
+
+
+def _check_template(section: Section, key: str, argv: list[str], allowed: frozenset[str]) -> None:
+    if not argv:
+        raise section.error(key, "a non-empty list of strings (an argv list, not a shell string)", argv)
+    for index, arg in enumerate(argv):
+        for name in PLACEHOLDER.findall(arg):
+            if name not in allowed:
+                names = ", ".join("{%s}" % n for n in sorted(allowed))
+                raise section.error(f"{key}[{index}]", f"only the placeholders {names}", arg)
+    shell = Path(argv[0]).name in SHELLS
+    if shell and "-c" in argv:
+        script_at = argv.index("-c") + 1
+        if script_at < len(argv):
+            unsafe = UNSAFE_IN_SHELL & set(PLACEHOLDER.findall(argv[script_at]))
+            if unsafe:
+                raise section.error(
+                    f"{key}[{script_at}]",
+                    "no {%s} inside a shell script (ticket text would run as shell code); "
+                    "pass it as a separate argument and use \"$1\", or use {prompt_file}" % sorted(unsafe)[0],
+                )
+
+
+def _database(value: str, root: Path, section: Section) -> str:
+    if "://" not in value:
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (root / path))
+    scheme, rest = value.split("://", 1)
+    if scheme == "sqlite":
+        path = Path(rest[1:] if rest.startswith("/") else rest)
+        # sqlite:///rel.db is relative to the MC root; sqlite:////abs.db is absolute.
+        return str(path if path.is_absolute() else (root / path))
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql://" + rest
+    raise section.error("database", "a file path, sqlite:///PATH or postgresql://USER@HOST:PORT/DB", value)
+
+
+def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Config:
+    """Validate the parsed YAML document ``raw`` and build a :class:`Config`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{file}: (top level): expected a mapping of settings, got {_describe(raw)}")
+    top = Section(raw, "", file)
+    database = _database(top.text("database", "mc.db"), root, top)
+    if env.get("MC_DATABASE_URL"):
+        database = _database(env["MC_DATABASE_URL"], root, Section({}, "MC_DATABASE_URL", "environment"))
+    prefix = top.text("ticket_prefix", "MC", r"[A-Z][A-Z0-9]{0,15}", "1-16 capital letters or digits")
+    escalation = top.mapping("escalation")
+    owner = escalation.text("owner", "elmar", r"[\w.-]{1,64}", "a name of letters, digits, '.', '_' or '-'")
+    escalation.finish()
+
+    workers_section = top.mapping("workers")
+    workers: dict[str, WorkerProfile] = {}
+    for name in workers_section.data:
+        profile = workers_section.mapping(str(name))
+        command = profile.text_list("command", None)
+        _check_template(profile, "command", command or [], WORKER_PLACEHOLDERS)
+        timeout = profile.number("timeout", 3600)
+        profile.finish()
+        workers[str(name)] = WorkerProfile(str(name), tuple(command or ()), timeout)
+    if "default" not in workers:
+        raise workers_section.error("default", "a worker profile named 'default'")
+
+    reviewer_section = top.mapping("reviewer")
+    enabled = reviewer_section.flag("enabled", True)
+    override = env.get("MC_ORCH_SHADOW_REVIEW")
+    if override is not None and override != "":
+        if override not in ("0", "1"):
+            raise ConfigError(f"environment: MC_ORCH_SHADOW_REVIEW: expected 0 or 1, got {_describe(override)}")
+        enabled = override == "1"
+    review_command = reviewer_section.text_list("command", None)
+    if review_command is not None:
+        _check_template(reviewer_section, "command", review_command, REVIEWER_PLACEHOLDERS)
+    reviewer = ReviewerSettings(
+        enabled, tuple(review_command) if review_command else None, reviewer_section.number("timeout", 600)
+    )
+    reviewer_section.finish()
+
+    operator_section = top.mapping("operator")
+    patterns = []
+    for index, text in enumerate(operator_section.text_list("weak_patterns", [r"(?i)\bTODO\b"]) or []):
+        try:
+            patterns.append(re.compile(text))
+        except re.error as exc:
+            raise operator_section.error(f"weak_patterns[{index}]", f"a valid regular expression ({exc})", text)
+    operator = OperatorSettings(tuple(patterns), operator_section.number("interval", 60))
+    operator_section.finish()
+
+    plugins_section = top.mapping("plugins")
+    plugins: dict[str, dict[str, Any]] = {}
+    for name in plugins_section.data:
+        section = plugins_section.mapping(str(name))
+        section.flag("enabled", True)
+        plugins[str(name)] = section.data
+
+    config = Config(
+        file=file,
+        root=root,
+        database=database,
+        ticket_prefix=prefix,
+        owner=owner,
+        workers=workers,
+        reviewer=reviewer,
+        operator=operator,
+        plugins=plugins,
+        max_workers=top.integer("max_workers", 2, minimum=1),
+        poll_interval=top.number("poll_interval", 1.0),
+        grace_period=top.number("grace_period", 30.0, strict=False),
+        lease_seconds=top.number("lease_seconds", 30.0),
+    )
+    top.finish()
+    return config
+
+
+def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Path:
+    """Where the config file is: ``--config``, else ``MC_CONFIG``, else ``./config.yaml``."""
+    env = os.environ if env is None else env
+    return Path(explicit or env.get("MC_CONFIG") or DEFAULT_CONFIG_NAME)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse ``path`` as YAML, turning syntax errors into a ConfigError naming line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run `mc init` to create it, or pass --config PATH)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"{path}: {where}: invalid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file; raises :class:`ConfigError` on any mistake."""
+    env = os.environ if env is None else env
+    path = config_path(explicit, env)
+    raw = read_yaml(path)
+    root = path.resolve().parent
+    config = parse_config(raw, str(path), root, env)
+    return _with_mtime(config, path)
+
+
+def _with_mtime(config: Config, path: Path) -> Config:
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        mtime = 0
+    return replace(config, mtime_ns=mtime)

@@ -1,0 +1,88 @@
+"""Hook specifications: the public contract between Mission Control and its plugins.
+
+Signatures and docstrings only. Arguments are always passed by keyword, so an implementation
+may accept any subset of them; new arguments may be added, existing ones never change.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mc_hooks import hookspec
+
+if TYPE_CHECKING:
+    from mission_control.controller import Controller
+    from mission_control.models import ShadowReview, Ticket
+    from mission_control.ticket_runtime import Death
+
+
+@hookspec(firstresult=True)
+def before_auto_action(action: str, ticket: Ticket | None, controller: Controller) -> str | None:
+    """Ask whether an automatic action may go ahead.
+
+    Stops at first non-None result. A non-empty string vetoes the action and is its reason.
+    A plugin that raises counts as a veto (fail closed).
+
+    :param action: one of ``dispatch``, ``review``, ``harvest``, ``reopen``.
+    :param ticket: the ticket the action concerns, or None for a loop-wide check.
+    :param controller: the host facade.
+    :return: a veto reason, or None to allow.
+    """
+
+
+@hookspec(firstresult=True)
+def before_operator_reopen(ticket: Ticket, reason: str, controller: Controller) -> str | None:
+    """Ask whether the operator may reopen a done ticket it judged a weak completion.
+
+    Stops at first non-None result. A non-empty string keeps the ticket done and is the reason.
+    A plugin that raises counts as a veto (fail closed).
+
+    :param ticket: the done ticket.
+    :param reason: why the operator judged the completion weak.
+    :param controller: the host facade.
+    :return: a veto reason, or None to allow the reopen.
+    """
+
+
+@hookspec(firstresult=True)
+def on_done_sentinel(ticket: Ticket, done_sha: str, review: ShadowReview | None, controller: Controller) -> bool | None:
+    """A worker reported ``DONE: <sha>``; decide what happens to the ticket.
+
+    Stops at first non-None result. Everything one implementation does through ``controller``
+    commits or rolls back as one transaction. If it raises, its changes roll back and the
+    ticket goes to ``needs_input`` with the error.
+
+    :param ticket: the ticket the worker ran for.
+    :param done_sha: the commit the worker reported.
+    :param review: the shadow review of ``done_sha``, or None when the reviewer is disabled.
+    :param controller: the host facade.
+    :return: True when handled; None leaves the host default (mark the ticket done).
+    """
+
+
+@hookspec(firstresult=True)
+def on_worker_death(ticket: Ticket, death: Death, controller: Controller) -> bool | None:
+    """A worker ended without a ``DONE`` sentinel; decide what happens to the ticket.
+
+    Stops at first non-None result. ``ticket.death_count`` already includes this death.
+    If an implementation raises, its changes roll back and the ticket goes to ``needs_input``.
+
+    :param ticket: the ticket the worker ran for.
+    :param death: exit code, signal, timed-out flag and the tail of the worker's log.
+    :param controller: the host facade.
+    :return: True when handled; None leaves the host default
+        (status ``needs_input``, comment "Worker died unexpectedly.").
+    """
+
+
+@hookspec
+def on_escalate(ticket: Ticket, reason: str, owner: str, controller: Controller) -> None:
+    """A ticket was escalated to a person; notify them.
+
+    Every implementation is called; one that raises is recorded and does not stop the others.
+
+    :param ticket: the escalated ticket (status ``needs_input``).
+    :param reason: why it was escalated.
+    :param owner: who it was escalated to (``escalation.owner``).
+    :param controller: the host facade.
+    """

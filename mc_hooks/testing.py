@@ -1,0 +1,81 @@
+"""pytest fixtures for plugin authors (registered through the ``pytest11`` entry point).
+
+They build a real MC root in ``tmp_path``: the default config.yaml, a fresh SQLite store, the
+built-in plugins, and the controller facade, so a test can call a hook directly::
+
+    def test_guard_keeps_passed_ticket(mc_hook, mc_controller, make_ticket):
+        t = make_ticket(status="done", review_cycles=1)
+        assert mc_hook.before_operator_reopen(ticket=t, reason="weak", controller=mc_controller)
+
+This is the one module of ``mc_hooks`` that reaches into the host: fixtures need a real store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from mc_hooks.config import DEFAULT_CONFIG_TEXT, Config, load_config
+
+if TYPE_CHECKING:
+    from mc_hooks.manager import PluginHost
+    from mission_control.controller import Controller
+    from mission_control.models import Ticket
+
+
+@pytest.fixture
+def mc_config(tmp_path: Path) -> Config:
+    """The default config.yaml, written into a fresh MC root under ``tmp_path``."""
+    root = tmp_path / "mc"
+    root.mkdir()
+    path = root / "config.yaml"
+    path.write_text(DEFAULT_CONFIG_TEXT, encoding="utf-8")
+    return load_config(path, env={})
+
+
+@pytest.fixture
+def mc_db(mc_config: Config) -> Iterator[Any]:
+    """A fresh, initialised SQLite store for ``mc_config``; closed after the test."""
+    from mission_control.models import close_database, init_schema, open_database
+
+    database = open_database(mc_config.database, create=True)
+    init_schema()
+    yield database
+    close_database()
+
+
+@pytest.fixture
+def mc_plugin_manager(mc_config: Config) -> PluginHost:
+    """The plugins of ``mc_config`` (the built-ins, per the default config)."""
+    from mc_hooks.manager import load_plugins
+
+    return load_plugins(mc_config)
+
+
+@pytest.fixture
+def mc_hook(mc_plugin_manager: PluginHost) -> Any:
+    """``mc_plugin_manager.hook``: call hooks as the host does, e.g. ``mc_hook.on_escalate(...)``."""
+    return mc_plugin_manager.hook
+
+
+@pytest.fixture
+def mc_controller(mc_config: Config, mc_db: Any, mc_plugin_manager: PluginHost) -> Controller:
+    """The controller facade over ``mc_db``, delivering escalations to ``mc_plugin_manager``."""
+    from mission_control.controller import Controller
+
+    return Controller(mc_config, hooks=mc_plugin_manager.hook)
+
+
+@pytest.fixture
+def make_ticket(mc_config: Config, mc_db: Any) -> Callable[..., Ticket]:
+    """A factory: ``make_ticket(status="done", review_cycles=1)`` stores and returns a ticket."""
+    from mission_control.models import new_ticket
+
+    def make(**fields: Any) -> Ticket:
+        fields.setdefault("title", "a test ticket")
+        return new_ticket(mc_config.ticket_prefix, **fields)
+
+    return make

@@ -1,0 +1,229 @@
+"""The controller facade: the one way plugins (and manual commands) change tickets.
+
+Every write is one transaction (a savepoint when the caller already holds one) and writes its
+audit event under the current actor: the plugin being called, ``host``, or the person at the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mc_hooks.config import Config
+from mission_control import mc_orchestrator_flags as flags
+from mission_control.models import (
+    ACTIVE,
+    STATUSES,
+    Comment,
+    Escalation,
+    Event,
+    ShadowReview,
+    Ticket,
+    WorkerRun,
+    db,
+)
+
+RELEASED = ("todo", "done", "needs_input")
+
+
+def short(text: str, limit: int = 200) -> str:
+    """One line of at most ``limit`` characters, for event details."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+class Controller:
+    """What a plugin may do to tickets, and what it may read.
+
+    :param config: the validated config.
+    :param hooks: the plugin host's hook relay, used to deliver ``on_escalate``; None where no
+        plugins are loaded (escalations then wait in the outbox for the loop).
+    :param actor: who acts when no plugin is being called.
+    :param manual: True when a person drives this facade (events are of kind ``manual``).
+    """
+
+    def __init__(self, config: Config, hooks: Any = None, actor: str = "host", manual: bool = False) -> None:
+        self.config = config
+        self.hooks = hooks
+        self.actor = actor
+        self.manual = manual
+        self._new_escalations: list[int] = []
+
+    # -- context -------------------------------------------------------------------------------
+
+    @property
+    def root(self) -> Path:
+        """The MC root (the directory holding config.yaml)."""
+        return self.config.root
+
+    @property
+    def owner(self) -> str:
+        """Who escalations go to (``escalation.owner``)."""
+        return self.config.owner
+
+    @property
+    def owner_title(self) -> str:
+        """The owner as written in messages (``Elmar``)."""
+        return self.config.owner_title
+
+    def plugin_config(self, name: str | None = None) -> Mapping[str, Any]:
+        """A plugin's own config section (default: the plugin being called)."""
+        return self.config.plugins.get(name or self.actor, {})
+
+    def killswitch_active(self) -> bool:
+        """Whether the kill-switch is engaged for this MC root (fails closed)."""
+        return flags.killswitch_active(self.config.root)
+
+    @contextmanager
+    def plugin_scope(self, plugin: str, hook: str) -> Iterator[None]:
+        """Run a plugin's hook call as one transaction, attributed to the plugin."""
+        previous, self.actor = self.actor, plugin
+        try:
+            with db.atomic():
+                yield
+        finally:
+            self.actor = previous
+
+    def record_plugin_error(self, plugin: str, hook: str, error: BaseException, ticket: Ticket | None) -> None:
+        """Write an error event naming the plugin and hook that raised."""
+        self.record(ticket, "plugin_error", f"{plugin} raised in {hook}: {type(error).__name__}: {error}",
+                    kind="error", actor=plugin)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def ticket(self, key: str) -> Ticket | None:
+        """The ticket with ``key`` (case-insensitive), or None."""
+        return Ticket.get_or_none(Ticket.key == key.strip().upper())
+
+    def refresh(self, ticket: Ticket) -> Ticket:
+        """The ticket as the database has it now."""
+        return Ticket.get_by_id(ticket.id)
+
+    def review_for(self, ticket: Ticket, sha: str | None) -> ShadowReview | None:
+        """The latest shadow review of ``sha`` for the ticket, or None."""
+        if not sha:
+            return None
+        return (ShadowReview.select().where((ShadowReview.ticket == ticket.id) & (ShadowReview.done_sha == sha))
+                .order_by(ShadowReview.id.desc()).first())
+
+    def latest_review(self, ticket: Ticket) -> ShadowReview | None:
+        """The ticket's most recent shadow review, whatever its sha."""
+        return ShadowReview.select().where(ShadowReview.ticket == ticket.id).order_by(ShadowReview.id.desc()).first()
+
+    def reviews(self, ticket: Ticket) -> list[ShadowReview]:
+        """All shadow reviews of the ticket, oldest first."""
+        return list(ShadowReview.select().where(ShadowReview.ticket == ticket.id).order_by(ShadowReview.id))
+
+    def runtime_alive(self, ticket: Ticket) -> bool:
+        """Whether a worker process for the ticket is still running."""
+        return WorkerRun.select().where((WorkerRun.ticket == ticket.id) & (WorkerRun.outcome == "running")).exists()
+
+    def escalations(self, ticket: Ticket) -> list[Escalation]:
+        """The ticket's escalations, oldest first."""
+        return list(Escalation.select().where(Escalation.ticket == ticket.id).order_by(Escalation.id))
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def record(self, ticket: Ticket | None, action: str, detail: str = "", kind: str | None = None,
+               actor: str | None = None) -> None:
+        """Append an event to the audit trail."""
+        Event.insert(ticket=ticket.id if ticket is not None else None, action=action, actor=actor or self.actor,
+                     kind=kind or ("manual" if self.manual else "action"), detail=detail,
+                     created_at=time.time()).execute()
+
+    def _update(self, ticket: Ticket, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        Ticket.update(**fields).where(Ticket.id == ticket.id).execute()
+        for name, value in fields.items():
+            setattr(ticket, name, value)
+
+    def comment(self, ticket: Ticket, body: str, author: str | None = None) -> None:
+        """Add a comment to the ticket (author: the current actor unless given)."""
+        with db.atomic():
+            Comment.insert(ticket=ticket.id, author=author or self.actor, body=body, created_at=time.time()).execute()
+            self._update(ticket)
+
+    def set_status(self, ticket: Ticket, status: str, why: str = "", **fields: Any) -> None:
+        """Move the ticket to ``status`` and record why.
+
+        Moving to ``done`` resets ``death_count`` (the ticket completed). Leaving the active states
+        releases the controller's claim. A person's change also bumps the claim token, so a worker
+        still running for the old claim is stopped and its report not applied over the change.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        previous = ticket.status
+        if status == "done":
+            fields.update(death_count=0, pending_feedback=None, operator_checked=False)
+        if status in RELEASED:
+            fields["claimed_by"] = None
+        if self.manual:
+            fields["claim_token"] = ticket.claim_token + 1
+            fields["claimed_by"] = None
+        with db.atomic():
+            self._update(ticket, status=status, **fields)
+            detail = f"{previous} -> {status}" + (f": {why}" if why else "")
+            self.record(ticket, "status", detail)
+
+    def complete(self, ticket: Ticket, why: str = "") -> None:
+        """Mark the ticket done (the host default for a DONE)."""
+        self.set_status(ticket, "done", why or f"done at {ticket.done_sha or 'no sha'}")
+
+    def count_review_cycle(self, ticket: Ticket) -> int:
+        """Add one to ``review_cycles`` and return the new count."""
+        with db.atomic():
+            Ticket.update(review_cycles=Ticket.review_cycles + 1).where(Ticket.id == ticket.id).execute()
+            ticket.review_cycles = Ticket.select(Ticket.review_cycles).where(Ticket.id == ticket.id).scalar()
+        return ticket.review_cycles
+
+    def redispatch(self, ticket: Ticket, feedback: Mapping[str, Any] | None = None, why: str = "") -> None:
+        """Send the ticket back to its worker profile and session, with optional reviewer feedback.
+
+        ``feedback`` (``{"sha", "reasons", "gaps"}``) is appended to the next prompt.
+        """
+        pending = json.dumps(dict(feedback)) if feedback else None
+        self.set_status(ticket, "todo", why or "sent back to worker", pending_feedback=pending)
+
+    def escalate(self, ticket: Ticket, reason: str) -> None:
+        """Hand the ticket to the owner: ``needs_input``, the reason as a comment, an escalation
+        record, and ``on_escalate`` for notification plugins once the change is committed."""
+        with db.atomic():
+            if ticket.status != "needs_input":
+                self.set_status(ticket, "needs_input", f"escalated to {self.owner}")
+            self.comment(ticket, reason)
+            escalation = Escalation.create(ticket=ticket.id, owner=self.owner, reason=reason, actor=self.actor,
+                                           created_at=time.time())
+            self.record(ticket, "escalate", f"to {self.owner}: {short(reason)}")
+        self._new_escalations.append(escalation.id)
+        if not db.in_transaction():
+            self.flush_escalations()
+
+    def flush_escalations(self, include_orphans: bool = False) -> int:
+        """Call ``on_escalate`` for escalations committed by this facade (and, with
+        ``include_orphans``, any left undelivered by a controller that died). Returns how many.
+
+        Delivery is at least once: a crash between the call and marking it repeats the call.
+        """
+        if self.hooks is None:
+            return 0
+        query = Escalation.select().where(Escalation.notified_at.is_null())
+        if not include_orphans:
+            if not self._new_escalations:
+                return 0
+            query = query.where(Escalation.id.in_(self._new_escalations))
+        self._new_escalations = []
+        delivered = 0
+        for escalation in query.order_by(Escalation.id):
+            ticket = Ticket.get_by_id(escalation.ticket_id)
+            self.hooks.on_escalate(ticket=ticket, reason=escalation.reason, owner=escalation.owner, controller=self)
+            Escalation.update(notified_at=time.time()).where(Escalation.id == escalation.id).execute()
+            delivered += 1
+        return delivered
+
+    def active(self, ticket: Ticket) -> bool:
+        """Whether the ticket has work in flight (a worker or a review)."""
+        return ticket.status in ACTIVE

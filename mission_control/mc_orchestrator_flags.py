@@ -1,0 +1,85 @@
+"""Orchestrator flags: the kill-switch.
+
+The kill-switch is engaged while ``.mc_killswitch`` exists in the MC root or ``MC_KILLSWITCH=1``.
+The file is read as data (JSON: who, host, when, reason), never executed. Checking fails closed:
+any error while checking counts as engaged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+KILLSWITCH_FILE = ".mc_killswitch"
+
+
+def killswitch_path(root: str | os.PathLike[str] | None = None) -> Path:
+    """The kill-switch file of an MC root (default: ``MC_ROOT`` or the current directory)."""
+    return Path(root if root is not None else os.environ.get("MC_ROOT", ".")) / KILLSWITCH_FILE
+
+
+def killswitch_active(root: str | os.PathLike[str] | None = None) -> bool:
+    """True while the kill-switch is engaged for ``root``; True as well if checking fails."""
+    try:
+        env = os.environ.get("MC_KILLSWITCH", "")
+        if env not in ("", "0"):
+            return True  # "1", and anything unrecognised: fail closed
+        os.stat(killswitch_path(root))
+        return True
+    except FileNotFoundError:
+        return False
+    except Exception:
+        return True
+
+
+def engage_killswitch(root: str | os.PathLike[str], who: str, reason: str = "") -> dict[str, Any]:
+    """Write the kill-switch file (atomically) and return what it records."""
+    info = {"who": who, "host": socket.gethostname(), "since": time.time(), "reason": reason}
+    path = killswitch_path(root)
+    tmp = path.with_name(f"{KILLSWITCH_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(info, handle)
+    os.replace(tmp, path)
+    return info
+
+
+def release_killswitch(root: str | os.PathLike[str]) -> bool:
+    """Remove the kill-switch file; False if it was not there."""
+    try:
+        killswitch_path(root).unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def killswitch_status(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """Whether the kill-switch is engaged, by what, and since when (as far as it can be told)."""
+    path = killswitch_path(root)
+    env = os.environ.get("MC_KILLSWITCH", "")
+    status: dict[str, Any] = {"engaged": killswitch_active(root), "source": None, "since": None}
+    if env not in ("", "0"):
+        status.update(source="environment (MC_KILLSWITCH)")
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return status
+    except OSError as exc:
+        status.update(source=f"{path} (unreadable: {exc.strerror})")
+        return status
+    status.update(source=status["source"] or str(path), since=stat.st_mtime)
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")[:65536])
+        if isinstance(recorded, dict):
+            for key in ("who", "host", "reason"):
+                if isinstance(recorded.get(key), str):
+                    status[key] = recorded[key]
+            if isinstance(recorded.get("since"), (int, float)):
+                status["since"] = float(recorded["since"])
+    except (OSError, ValueError):
+        pass  # a hand-made (touched) file: engaged, since its mtime
+    return status

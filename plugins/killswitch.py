@@ -1,0 +1,27 @@
+"""Kill-switch (MC-4304 part C): while engaged, every automatic action is vetoed. Manual `mc`
+commands never ask, so they keep working."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mc_hooks import hookimpl
+from mission_control.mc_orchestrator_flags import killswitch_active
+
+if TYPE_CHECKING:
+    from mc_hooks.config import Section
+    from mission_control.controller import Controller
+    from mission_control.models import Ticket
+
+
+class KillSwitch:
+    """``before_auto_action``: veto dispatch, review, harvest and reopen while engaged."""
+
+    def __init__(self, settings: Section) -> None:
+        pass
+
+    @hookimpl
+    def before_auto_action(self, action: str, ticket: Ticket | None, controller: Controller) -> str | None:
+        if killswitch_active(controller.root):
+            return f"kill-switch engaged: {action} held"
+        return None
