@@ -22,6 +22,7 @@ WORKER_PLACEHOLDERS = frozenset({"ticket", "prompt", "prompt_file", "repo", "ses
 REVIEWER_PLACEHOLDERS = frozenset({"ticket", "sha", "repo", "prompt_file"})
 # Placeholders whose values come from ticket text or user paths: never inside a shell script.
 UNSAFE_IN_SHELL = frozenset({"prompt", "repo"})
+DEFAULT_WORKER_COMMAND = ("claude", "-p", "--session-id", "{session}", "{prompt}")
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "fish"})
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 STATUSES = ("todo", "in_progress", "in_review", "done", "needs_input")
@@ -40,9 +41,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 mark = key_node.start_mark
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", mark
-                )
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -195,7 +194,7 @@ def _check_template(section: Section, key: str, argv: list[str], allowed: frozen
     for index, arg in enumerate(argv):
         for name in PLACEHOLDER.findall(arg):
             if name not in allowed:
-                names = ", ".join("{%s}" % n for n in sorted(allowed))
+                names = ", ".join(f"{{{n}}}" for n in sorted(allowed))
                 raise section.error(f"{key}[{index}]", f"only the placeholders {names}", arg)
     shell = Path(argv[0]).name in SHELLS
     if shell and "-c" in argv:
@@ -205,8 +204,8 @@ def _check_template(section: Section, key: str, argv: list[str], allowed: frozen
             if unsafe:
                 raise section.error(
                     f"{key}[{script_at}]",
-                    "no {%s} inside a shell script (ticket text would run as shell code); "
-                    "pass it as a separate argument and use \"$1\", or use {prompt_file}" % sorted(unsafe)[0],
+                    f"no {{{sorted(unsafe)[0]}}} inside a shell script (ticket text would run as shell code); "
+                    'pass it as a separate argument and use "$1", or use {prompt_file}',
                 )
 
 
@@ -240,6 +239,8 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
     escalation.finish()
 
     workers_section = top.mapping("workers")
+    if not workers_section.data:
+        workers_section = Section({"default": {"command": list(DEFAULT_WORKER_COMMAND)}}, "workers", file)
     workers: dict[str, WorkerProfile] = {}
     for name in workers_section.data:
         profile = workers_section.mapping(str(name))
@@ -272,7 +273,9 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
         try:
             patterns.append(re.compile(text))
         except re.error as exc:
-            raise operator_section.error(f"weak_patterns[{index}]", f"a valid regular expression ({exc})", text)
+            raise operator_section.error(
+                f"weak_patterns[{index}]", f"a valid regular expression ({exc})", text
+            ) from None
     operator = OperatorSettings(tuple(patterns), operator_section.number("interval", 60))
     operator_section.finish()
 

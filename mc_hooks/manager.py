@@ -160,7 +160,9 @@ class PluginHost:
 
 
 def _spec_names() -> list[str]:
-    return [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if fn.__module__ == hookspecs.__name__]
+    return [
+        name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if fn.__module__ == hookspecs.__name__
+    ]
 
 
 def _instantiate(obj: Any, section: Section) -> Any:
@@ -231,7 +233,9 @@ def load_plugins(config: Config, extra: list[tuple[str, object]] | None = None) 
         except AttributeError as exc:
             raise ConfigError(f"{config.file}: plugins.{name}: {exc}") from None
         except Exception as exc:
-            raise ConfigError(f"{config.file}: plugins.{name}: importing it failed: {type(exc).__name__}: {exc}") from None
+            raise ConfigError(
+                f"{config.file}: plugins.{name}: importing it failed: {type(exc).__name__}: {exc}"
+            ) from None
         register(name, _instantiate(obj, _fresh_section(config, name)), f"config.yaml ({name})")
 
     for name, ep in sorted(entry_points.items()):
@@ -256,6 +260,8 @@ def load_plugins(config: Config, extra: list[tuple[str, object]] | None = None) 
     for caller_name in _spec_names():
         for impl in getattr(pm.hook, caller_name).get_hookimpls():
             if impl.hookwrapper or impl.wrapper:
-                raise ConfigError(f"plugin {impl.plugin_name}: {caller_name} is a hook wrapper; Mission Control "
-                                  "calls each implementation on its own, so wrappers are not supported")
+                raise ConfigError(
+                    f"plugin {impl.plugin_name}: {caller_name} is a hook wrapper; Mission Control "
+                    "calls each implementation on its own, so wrappers are not supported"
+                )
     return PluginHost(pm, infos)

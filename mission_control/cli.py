@@ -117,8 +117,9 @@ def _ticket_fields(config: Config, title: Any, body: Any, repo: Any, worker: Any
         raise UsageError("body: expected a string")
     worker = worker or "default"
     if not isinstance(worker, str) or worker not in config.workers:
-        raise UsageError(f"worker: expected one of the profiles in {config.file} ({', '.join(config.workers)}), "
-                         f"got {worker!r}")
+        raise UsageError(
+            f"worker: expected one of the profiles in {config.file} ({', '.join(config.workers)}), got {worker!r}"
+        )
     fields: dict[str, Any] = {"title": title, "body": body or "", "worker": worker}
     if repo is not None:
         if not isinstance(repo, str) or not Path(repo).expanduser().is_dir():
@@ -161,11 +162,21 @@ def cmd_ticket_import(args: argparse.Namespace, config: Config) -> int:
             raise UsageError(f"{path}:{number}: expected a JSON object; nothing was added")
         unknown = sorted(set(item) - allowed)
         if unknown:
-            raise UsageError(f"{path}:{number}: unknown field {unknown[0]!r} (expected {', '.join(sorted(allowed))}); "
-                             "nothing was added")
+            raise UsageError(
+                f"{path}:{number}: unknown field {unknown[0]!r} (expected {', '.join(sorted(allowed))}); "
+                "nothing was added"
+            )
         try:
-            rows.append(_ticket_fields(config, item.get("title"), item.get("body"), item.get("repo"),
-                                       item.get("worker"), item.get("branch")))
+            rows.append(
+                _ticket_fields(
+                    config,
+                    item.get("title"),
+                    item.get("body"),
+                    item.get("repo"),
+                    item.get("worker"),
+                    item.get("branch"),
+                )
+            )
         except UsageError as exc:
             raise UsageError(f"{path}:{number}: {exc}; nothing was added") from None
     _open(config)
@@ -180,10 +191,18 @@ def cmd_ticket_import(args: argparse.Namespace, config: Config) -> int:
 
 def _summary(ticket: Ticket) -> dict[str, Any]:
     return {
-        "key": ticket.key, "title": ticket.title, "status": ticket.status, "worker": ticket.worker,
-        "repo": ticket.repo, "branch": ticket.branch, "review_cycles": ticket.review_cycles,
-        "death_count": ticket.death_count, "attempts": ticket.attempts, "done_sha": ticket.done_sha,
-        "created_at": when(ticket.created_at), "updated_at": when(ticket.updated_at),
+        "key": ticket.key,
+        "title": ticket.title,
+        "status": ticket.status,
+        "worker": ticket.worker,
+        "repo": ticket.repo,
+        "branch": ticket.branch,
+        "review_cycles": ticket.review_cycles,
+        "death_count": ticket.death_count,
+        "attempts": ticket.attempts,
+        "done_sha": ticket.done_sha,
+        "created_at": when(ticket.created_at),
+        "updated_at": when(ticket.updated_at),
     }
 
 
@@ -215,20 +234,42 @@ def ticket_details(ticket: Ticket) -> dict[str, Any]:
         for e in Event.select().where(Event.ticket == ticket.id).order_by(Event.id)
     ]
     data["reviews"] = [
-        {"done_sha": r.done_sha, "verdict": r.verdict, "reasons": r.reasons, "gaps": r.gaps,
-         "reviewer": r.reviewer, "created_at": when(r.created_at)}
+        {
+            "done_sha": r.done_sha,
+            "verdict": r.verdict,
+            "reasons": r.reasons,
+            "gaps": r.gaps,
+            "reviewer": r.reviewer,
+            "created_at": when(r.created_at),
+        }
         for r in ShadowReview.select().where(ShadowReview.ticket == ticket.id).order_by(ShadowReview.id)
     ]
     data["runs"] = [
-        {"attempt": r.attempt, "outcome": r.outcome, "done_sha": r.done_sha, "exit_code": r.exit_code,
-         "signal": r.signal, "timed_out": r.timed_out, "death_reason": r.death_reason, "pid": r.pid, "host": r.host,
-         "started_at": when(r.started_at), "ended_at": when(r.ended_at), "applied_at": when(r.applied_at),
-         "log_path": r.log_path}
+        {
+            "attempt": r.attempt,
+            "outcome": r.outcome,
+            "done_sha": r.done_sha,
+            "exit_code": r.exit_code,
+            "signal": r.signal,
+            "timed_out": r.timed_out,
+            "death_reason": r.death_reason,
+            "pid": r.pid,
+            "host": r.host,
+            "started_at": when(r.started_at),
+            "ended_at": when(r.ended_at),
+            "applied_at": when(r.applied_at),
+            "log_path": r.log_path,
+        }
         for r in WorkerRun.select().where(WorkerRun.ticket == ticket.id).order_by(WorkerRun.attempt)
     ]
     data["escalations"] = [
-        {"owner": e.owner, "reason": e.reason, "by": e.actor, "created_at": when(e.created_at),
-         "notified_at": when(e.notified_at)}
+        {
+            "owner": e.owner,
+            "reason": e.reason,
+            "by": e.actor,
+            "created_at": when(e.created_at),
+            "notified_at": when(e.notified_at),
+        }
         for e in Escalation.select().where(Escalation.ticket == ticket.id).order_by(Escalation.id)
     ]
     return data
@@ -253,8 +294,10 @@ def cmd_ticket_show(args: argparse.Namespace, config: Config) -> int:
         _emit_json(ticket_details(ticket))
         return 0
     print(f"{ticket.key}  {ticket.title}")
-    print(f"status {ticket.status} · review cycles {ticket.review_cycles} · deaths {ticket.death_count} · "
-          f"attempts {ticket.attempts} · done_sha {ticket.done_sha or '-'} · worker {ticket.worker}")
+    print(
+        f"status {ticket.status} · review cycles {ticket.review_cycles} · deaths {ticket.death_count} · "
+        f"attempts {ticket.attempts} · done_sha {ticket.done_sha or '-'} · worker {ticket.worker}"
+    )
     if ticket.body:
         print()
         print(ticket.body)
@@ -304,9 +347,14 @@ def cmd_review_record(args: argparse.Namespace, config: Config) -> int:
     ticket = _ticket(controller, args.key)
     sha = _valid_sha(args.sha)
     with db.atomic():
-        ShadowReview.create(ticket=ticket.id, done_sha=sha, verdict=args.verdict,
-                            reasons_json=json.dumps(args.reason or []), gaps_json=json.dumps(args.gap or []),
-                            reviewer=args.reviewer or f"mc:{_user()}")
+        ShadowReview.create(
+            ticket=ticket.id,
+            done_sha=sha,
+            verdict=args.verdict,
+            reasons_json=json.dumps(args.reason or []),
+            gaps_json=json.dumps(args.gap or []),
+            reviewer=args.reviewer or f"mc:{_user()}",
+        )
         controller.record(ticket, "review", f"{args.verdict} for {sha[:12]} recorded by hand", kind="report")
     print(f"{ticket.key} {args.verdict} {sha}")
     return 0
@@ -332,11 +380,13 @@ def cmd_killswitch(args: argparse.Namespace, config: Config) -> int:
         _emit_json({**status, "since": when(status.get("since"))})
         return 0
     if status["engaged"]:
-        parts = [f"since {when(status['since'])}" if status.get("since") else None,
-                 f"by {status['who']}" if status.get("who") else None,
-                 f"on {status['host']}" if status.get("host") else None,
-                 f"({status['reason']})" if status.get("reason") else None,
-                 f"via {status['source']}" if status.get("source") else None]
+        parts = [
+            f"since {when(status['since'])}" if status.get("since") else None,
+            f"by {status['who']}" if status.get("who") else None,
+            f"on {status['host']}" if status.get("host") else None,
+            f"({status['reason']})" if status.get("reason") else None,
+            f"via {status['source']}" if status.get("source") else None,
+        ]
         print("engaged " + " ".join(p for p in parts if p))
     else:
         print("released")
@@ -351,10 +401,12 @@ def cmd_plugins(args: argparse.Namespace, config: Config) -> int:
 
     host = load_plugins(config)
     if args.json:
-        _emit_json({
-            "plugins": [{"name": i.name, "source": i.source, "hooks": i.hooks} for i in host.infos],
-            "call_order": {hook: host.call_order(hook) for hook in sorted(vars(host.hook))},
-        })
+        _emit_json(
+            {
+                "plugins": [{"name": i.name, "source": i.source, "hooks": i.hooks} for i in host.infos],
+                "call_order": {hook: host.call_order(hook) for hook in sorted(vars(host.hook))},
+            }
+        )
         return 0
     for info in host.infos:
         print(f"{info.name:<20} {info.source}")
@@ -396,8 +448,10 @@ def cmd_health(args: argparse.Namespace, config: Config) -> int:
     print(f"health at {snapshot['at']}")
     print("  tickets: " + ", ".join(f"{k} {v}" for k, v in snapshot["tickets"].items()))
     print(f"  workers running: {snapshot['workers_running']}")
-    print(f"  last hour: {snapshot['deaths_last_hour']} deaths, verdicts "
-          + ", ".join(f"{k} {v}" for k, v in snapshot["verdicts_last_hour"].items()))
+    print(
+        f"  last hour: {snapshot['deaths_last_hour']} deaths, verdicts "
+        + ", ".join(f"{k} {v}" for k, v in snapshot["verdicts_last_hour"].items())
+    )
     print(f"  stuck: {', '.join(snapshot['stuck']) or 'none'}")
     return 0
 
@@ -418,10 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("init", help="write the default config.yaml if missing; create or migrate the database")
     sub.add_parser("demo", help="run every path once in a temporary MC root").add_argument(
-        "--keep", action="store_true", help="keep the temporary MC root and print where it is")
+        "--keep", action="store_true", help="keep the temporary MC root and print where it is"
+    )
 
     ticket = sub.add_parser("ticket", help="add, list, show and change tickets").add_subparsers(
-        dest="ticket_command", required=True, parser_class=_Parser)
+        dest="ticket_command", required=True, parser_class=_Parser
+    )
     add = ticket.add_parser("add", help="add a ticket; prints its key")
     add.add_argument("title")
     add.add_argument("--body", default="")
@@ -445,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     com.add_argument("text")
 
     review = sub.add_parser("review", help="record a review verdict from outside MC").add_subparsers(
-        dest="review_command", required=True, parser_class=_Parser)
+        dest="review_command", required=True, parser_class=_Parser
+    )
     rec = review.add_parser("record")
     rec.add_argument("key")
     rec.add_argument("--sha", required=True)
@@ -460,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     kill.add_argument("--json", action="store_true")
 
     sub.add_parser("plugins", help="registered plugins, their sources and hooks").add_argument(
-        "--json", action="store_true")
+        "--json", action="store_true"
+    )
     run = sub.add_parser("run", help="the controller: pickup, harvest, reviews, operator sweeps")
     run.add_argument("--until-idle", action="store_true", help="exit 0 once nothing more can happen unaided")
     op = sub.add_parser("operator", help="record health and reopen weak completions")

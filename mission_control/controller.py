@@ -90,8 +90,13 @@ class Controller:
 
     def record_plugin_error(self, plugin: str, hook: str, error: BaseException, ticket: Ticket | None) -> None:
         """Write an error event naming the plugin and hook that raised."""
-        self.record(ticket, "plugin_error", f"{plugin} raised in {hook}: {type(error).__name__}: {error}",
-                    kind="error", actor=plugin)
+        self.record(
+            ticket,
+            "plugin_error",
+            f"{plugin} raised in {hook}: {type(error).__name__}: {error}",
+            kind="error",
+            actor=plugin,
+        )
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -107,8 +112,12 @@ class Controller:
         """The latest shadow review of ``sha`` for the ticket, or None."""
         if not sha:
             return None
-        return (ShadowReview.select().where((ShadowReview.ticket == ticket.id) & (ShadowReview.done_sha == sha))
-                .order_by(ShadowReview.id.desc()).first())
+        return (
+            ShadowReview.select()
+            .where((ShadowReview.ticket == ticket.id) & (ShadowReview.done_sha == sha))
+            .order_by(ShadowReview.id.desc())
+            .first()
+        )
 
     def latest_review(self, ticket: Ticket) -> ShadowReview | None:
         """The ticket's most recent shadow review, whatever its sha."""
@@ -128,12 +137,18 @@ class Controller:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def record(self, ticket: Ticket | None, action: str, detail: str = "", kind: str | None = None,
-               actor: str | None = None) -> None:
+    def record(
+        self, ticket: Ticket | None, action: str, detail: str = "", kind: str | None = None, actor: str | None = None
+    ) -> None:
         """Append an event to the audit trail."""
-        Event.insert(ticket=ticket.id if ticket is not None else None, action=action, actor=actor or self.actor,
-                     kind=kind or ("manual" if self.manual else "action"), detail=detail,
-                     created_at=time.time()).execute()
+        Event.insert(
+            ticket=ticket.id if ticket is not None else None,
+            action=action,
+            actor=actor or self.actor,
+            kind=kind or ("manual" if self.manual else "action"),
+            detail=detail,
+            created_at=time.time(),
+        ).execute()
 
     def _update(self, ticket: Ticket, **fields: Any) -> None:
         fields["updated_at"] = time.time()
@@ -195,8 +210,9 @@ class Controller:
             if ticket.status != "needs_input":
                 self.set_status(ticket, "needs_input", f"escalated to {self.owner}")
             self.comment(ticket, reason)
-            escalation = Escalation.create(ticket=ticket.id, owner=self.owner, reason=reason, actor=self.actor,
-                                           created_at=time.time())
+            escalation = Escalation.create(
+                ticket=ticket.id, owner=self.owner, reason=reason, actor=self.actor, created_at=time.time()
+            )
             self.record(ticket, "escalate", f"to {self.owner}: {short(reason)}")
         self._new_escalations.append(escalation.id)
         if not db.in_transaction():

@@ -173,7 +173,15 @@ class Escalation(BaseModel):
 
 
 MODELS: tuple[type[BaseModel], ...] = (
-    Meta, Ticket, Comment, ShadowReview, Event, HealthSnapshot, Controller, WorkerRun, Escalation,
+    Meta,
+    Ticket,
+    Comment,
+    ShadowReview,
+    Event,
+    HealthSnapshot,
+    Controller,
+    WorkerRun,
+    Escalation,
 )
 
 
@@ -191,9 +199,7 @@ def open_database(database: str, create: bool = False) -> pw.Database:
             real = connect(database)
             real.connect(reuse_if_open=True)
         except ImportError:
-            raise StoreError(
-                "postgresql needs a driver: pip install 'mc-hooks[postgres]'"
-            ) from None
+            raise StoreError("postgresql needs a driver: pip install 'mc-hooks[postgres]'") from None
         except pw.OperationalError as exc:
             raise StoreError(f"cannot connect to {database}: {str(exc).strip().splitlines()[0]}") from None
     else:
@@ -244,12 +250,14 @@ def init_schema() -> list[str]:
     """
     real = db.obj
     added: list[str] = []
+    operations = []
+    tables = set(real.get_tables())
     with db.atomic():
-        db.create_tables(MODELS, safe=True)
         migrator = _migrator(real)
-        operations = []
         for model in MODELS:
             table = model._meta.table_name
+            if table not in tables:
+                continue
             existing = {column.name for column in real.get_columns(table)}
             for fld in model._meta.sorted_fields:
                 if fld.column_name in existing:
@@ -258,8 +266,20 @@ def init_schema() -> list[str]:
                     raise StoreError(f"cannot add {table}.{fld.column_name}: it has no default")
                 operations.append(migrator.add_column(table, fld.column_name, fld))
                 added.append(f"{table}.{fld.column_name}")
-        if operations:
-            migrate(*operations)
+    if operations:
+        sqlite = isinstance(real, pw.SqliteDatabase)
+        if sqlite:  # SQLite rebuilds tables for NOT NULL columns; references must not fire meanwhile
+            real.pragma("foreign_keys", 0)
+        try:
+            with db.atomic():
+                migrate(*operations)
+                if sqlite and real.execute_sql("PRAGMA foreign_key_check").fetchall():
+                    raise StoreError("migration left rows whose references do not resolve; nothing was changed")
+        finally:
+            if sqlite:
+                real.pragma("foreign_keys", 1)
+    with db.atomic():
+        db.create_tables(MODELS, safe=True)
         Meta.insert(key="db_id", value=uuid.uuid4().hex).on_conflict_ignore().execute()
         Meta.insert(key="schema_version", value="1").on_conflict_ignore().execute()
     return added

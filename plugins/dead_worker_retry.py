@@ -35,8 +35,12 @@ class DeadWorkerRetry:
         review = controller.review_for(ticket, ticket.done_sha)
         if review is not None and review.verdict == "fail":
             feedback = {"sha": review.done_sha, "reasons": review.reasons, "gaps": review.gaps}
-            controller.redispatch(ticket, feedback, why=f"worker died ({death.reason}); retry {deaths}/"
-                                  f"{self.max_deaths - 1} with the QA fail feedback for {review.done_sha[:12]}")
+            controller.redispatch(
+                ticket,
+                feedback,
+                why=f"worker died ({death.reason}); retry {deaths}/"
+                f"{self.max_deaths - 1} with the QA fail feedback for {review.done_sha[:12]}",
+            )
         else:
             controller.redispatch(ticket, why=f"worker died ({death.reason}); retry {deaths}/{self.max_deaths - 1}")
         return True

@@ -23,5 +23,5 @@ class KillSwitch:
     @hookimpl
     def before_auto_action(self, action: str, ticket: Ticket | None, controller: Controller) -> str | None:
         if killswitch_active(controller.root):
-            return f"kill-switch engaged: {action} held"
+            return "kill-switch engaged"
         return None

@@ -3,7 +3,7 @@ reviewer's feedback, up to ``max_review_cycles``; an uncertain review goes to th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mc_hooks import hookimpl
 
@@ -19,8 +19,10 @@ def _bullets(items: list[str]) -> str:
 
 def feedback_comment(review: ShadowReview) -> str:
     """The comment that carries a failed review's reasons and gaps to the ticket."""
-    return (f"Shadow review failed {review.done_sha[:12]}.\n\nReasons:\n{_bullets(review.reasons)}"
-            f"\n\nGaps:\n{_bullets(review.gaps)}")
+    return (
+        f"Shadow review failed {review.done_sha[:12]}.\n\nReasons:\n{_bullets(review.reasons)}"
+        f"\n\nGaps:\n{_bullets(review.gaps)}"
+    )
 
 
 def feedback_of(review: ShadowReview) -> dict[str, Any]:
@@ -36,14 +38,17 @@ class ReviewLoop:
         self.max_review_cycles: int = settings.integer("max_review_cycles", 3, minimum=1)
 
     @hookimpl
-    def on_done_sentinel(self, ticket: Ticket, done_sha: str, review: ShadowReview | None,
-                         controller: Controller) -> bool | None:
+    def on_done_sentinel(
+        self, ticket: Ticket, done_sha: str, review: ShadowReview | None, controller: Controller
+    ) -> bool | None:
         if review is None or review.verdict == "pass":
             return None
         if review.verdict == "uncertain":
             reasons = "; ".join(review.reasons) or "no reasons given"
-            controller.escalate(ticket, f"Reviewer is uncertain about {done_sha[:12]}: {reasons}. "
-                                        f"Needs {controller.owner_title} decision.")
+            controller.escalate(
+                ticket,
+                f"Reviewer is uncertain about {done_sha[:12]}: {reasons}. Needs {controller.owner_title} decision.",
+            )
             return True
         controller.comment(ticket, feedback_comment(review))
         cycles = controller.count_review_cycle(ticket)
@@ -52,7 +57,10 @@ class ReviewLoop:
             controller.escalate(ticket, f"Max review cycles reached. Needs {controller.owner_title} decision.")
             return True
         count = len(review.reasons)
-        controller.redispatch(ticket, feedback_of(review),
-                              why=f"fail {cycles}/{self.max_review_cycles}, sent back to worker with "
-                                  f"{count} reason{'s' if count != 1 else ''}")
+        controller.redispatch(
+            ticket,
+            feedback_of(review),
+            why=f"fail {cycles}/{self.max_review_cycles}, sent back to worker with "
+            f"{count} reason{'s' if count != 1 else ''}",
+        )
         return True

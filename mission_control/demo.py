@@ -1,0 +1,133 @@
+"""`mc demo`: every path of the loop once, in a temporary MC root, with a scripted agent and
+reviewer (plain Python scripts shipped in the package). No network, no API key, no agent CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from mc_hooks.config import load_config
+from mc_hooks.manager import load_plugins
+from mission_control import mc_orchestrator_flags as flags
+from mission_control.cli import timeline
+from mission_control.controller import Controller
+from mission_control.luci_operator import Operator
+from mission_control.mc_pickup import Pickup
+from mission_control.models import close_database, db, init_schema, new_ticket, open_database
+
+SCRIPTS = Path(__file__).with_name("scripts")
+
+STORIES = (
+    ("Pass on the first try", "pass"),
+    ("Review fails once, then passes", "fail, pass"),
+    ("Three review fails: escalation", "fail, fail, fail"),
+    ("Uncertain review: escalation", "uncertain"),
+    ("A worker death, then success", "die, pass"),
+    ("Two worker deaths: escalation", "die, die"),
+    ("Passed review, TODO in the log: the operator is guarded", "todo"),
+)
+
+
+def demo_config(root: Path) -> Path:
+    """Write a config.yaml using the bundled scripted agent and reviewer."""
+    python = sys.executable
+    config = {
+        "database": "mc.db",
+        "escalation": {"owner": "elmar"},
+        "max_workers": 4,
+        "poll_interval": 0.2,
+        "workers": {"default": {"command": [python, str(SCRIPTS / "agent.py")], "timeout": 60}},
+        "reviewer": {"enabled": True, "command": [python, str(SCRIPTS / "reviewer.py"), "{sha}"], "timeout": 60},
+        "operator": {"weak_patterns": [r"(?i)\bTODO\b"], "interval": 3600},
+        "plugins": {
+            name: {"enabled": True} for name in ("review_loop", "dead_worker_retry", "operator_guard", "killswitch")
+        },
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _run(config_path: Path) -> None:
+    Pickup(load_config(config_path, env={}), until_idle=True).run()
+
+
+def _show(keys: list[str], controller: Controller) -> None:
+    for key in keys:
+        ticket = controller.ticket(key)
+        print(f"\n{ticket.key}  {ticket.title}")
+        print(
+            f"  -> {ticket.status} · review cycles {ticket.review_cycles} · deaths {ticket.death_count} · "
+            f"attempts {ticket.attempts}"
+        )
+        for line in timeline(ticket):
+            print(f"    {line}")
+
+
+def run_demo(keep: bool = False) -> int:
+    """Run the demo; returns 0. With ``keep`` the MC root stays and its path is printed."""
+    root = Path(tempfile.mkdtemp(prefix="mc-demo-"))
+    state = root / "agent-state"
+    state.mkdir()
+    saved = {k: os.environ.get(k) for k in ("MC_DEMO_STATE", "MC_KILLSWITCH", "MC_ORCH_SHADOW_REVIEW")}
+    os.environ["MC_DEMO_STATE"] = str(state)
+    os.environ.pop("MC_KILLSWITCH", None)
+    try:
+        config_path = demo_config(root)
+        config = load_config(config_path, env={})
+        open_database(config.database, create=True)
+        init_schema()
+        controller = Controller(config, actor="demo", manual=True)
+        print(f"Mission Control demo in {root}")
+        print("A scripted agent and reviewer stand in for real ones; each ticket's body says what they do.")
+
+        with db.atomic():
+            keys = [
+                new_ticket(config.ticket_prefix, title=title, body=f"script: {script}").key for title, script in STORIES
+            ]
+        _run(config_path)
+        _show(keys, controller)
+
+        print("\n--- kill-switch: engaged before a ticket arrives ---")
+        flags.engage_killswitch(root, who="demo", reason="demo")
+        with db.atomic():
+            held = new_ticket(
+                config.ticket_prefix, title="Held by the kill-switch until released", body="script: pass"
+            ).key
+        _run(config_path)
+        print(f"{held} while engaged: {controller.ticket(held).status} (nothing automatic ran)")
+        flags.release_killswitch(root)
+        _run(config_path)
+        _show([held], controller)
+
+        print("\n--- operator: sweeps done tickets for weak completions ---")
+        with db.atomic():
+            weak = new_ticket(
+                config.ticket_prefix,
+                title="Marked done by hand without a commit",
+                body="script: pass",
+                status="done",
+                attempts=0,
+            ).key
+        Operator(Controller(config, actor="operator"), load_plugins(config).hook).sweep()
+        print(f"{keys[-1]} (passed review, 'TODO' in its log): {controller.ticket(keys[-1]).status} — guarded")
+        print(f"{weak} (no done_sha, never reviewed): {controller.ticket(weak).status} — reopened")
+        _run(config_path)
+        _show([keys[-1], weak], controller)
+    finally:
+        close_database()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if keep:
+            print(f"\nkept {root}: try `mc --config {root / 'config.yaml'} ticket show MC-2`")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0

@@ -1,0 +1,677 @@
+"""The pickup loop (`mc run`): claims todo tickets, runs workers, harvests their reports, runs the
+shadow reviewer, applies outcomes through the plugins, and recovers what a dead controller left.
+
+The loop decides *when*; plugins decide *what*. Three rules keep it correct under faults:
+
+* a report (DONE or death, a verdict) is stored before anything acts on it, whatever the vetoes;
+* an effect is applied in one transaction that also marks the attempt's report applied, so it
+  happens exactly once (keyed by ticket and attempt), even across crashes;
+* a ticket is acted on only by the controller holding its claim, checked against the claim token
+  (fencing), and attempts are counted when a worker is started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import peewee as pw
+
+from mc_hooks.config import Config, ConfigError, load_config
+from mc_hooks.manager import PluginFailed, PluginHost, load_plugins
+from mission_control import shadow_reviewer
+from mission_control import ticket_runtime as rt
+from mission_control.controller import Controller, short
+from mission_control.luci_operator import Operator
+from mission_control.models import ACTIVE, Ticket, WorkerRun, database_id, write
+from mission_control.models import Controller as ControllerRow
+
+MAX_ATTEMPTS = 50  # a backstop: no ticket is ever started more often than this
+
+
+class VetoLog:
+    """Writes each veto to the audit trail once, not every tick, until the action goes ahead."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.seen: dict[tuple[str, int | None], str] = {}
+
+    def held(self, action: str, ticket: Ticket | None, veto: str | None) -> bool:
+        """True if ``veto`` holds the action (and log it the first time)."""
+        key = (action, ticket.id if ticket is not None else None)
+        if not veto:
+            self.seen.pop(key, None)
+            return False
+        if self.seen.get(key) != veto:
+            self.seen[key] = veto
+            plugin = getattr(veto, "plugin", "") or "host"
+            write(lambda: self.controller.record(ticket, "veto", f"{action} held: {veto}", kind="veto", actor=plugin))
+        return True
+
+
+class Pickup:
+    """One controller process: the loop behind `mc run`."""
+
+    def __init__(self, config: Config, until_idle: bool = False) -> None:
+        self.config = config
+        self.until_idle = until_idle
+        self.plugins: PluginHost = load_plugins(config)
+        self.controller = Controller(config, hooks=self.plugins.hook)
+        self.operator = Operator(self.controller, self.plugins.hook)
+        self.vetoes = VetoLog(self.controller)
+        self.watcher = rt.Watcher()
+        self.host = socket.gethostname()
+        self.me: ControllerRow | None = None
+        self.db_id = database_id()
+        self.stopping = False
+        self.stop_deadline: float | None = None
+        self.bad_config_mtime = 0
+        self.next_heartbeat = 0.0
+        self.next_recovery = 0.0
+        self.next_sweep = time.time() + config.operator.interval
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def register(self) -> None:
+        now = time.time()
+        self.me = write(
+            lambda: ControllerRow.create(
+                host=self.host,
+                pid=os.getpid(),
+                proc_start=rt.proc_start_time(os.getpid()),
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        """Run until stopped (SIGINT/SIGTERM) or, with ``until_idle``, until nothing can happen."""
+        self.register()
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        old_wakeup = signal.set_wakeup_fd(self.watcher.wake_fd)
+        try:
+            self.recover(force=True)
+            self.controller.flush_escalations(include_orphans=True)
+            while True:
+                self.housekeeping()
+                if self.stopping and self.shutdown_step():
+                    break
+                progressed = self.step()
+                idle = self.until_idle and not progressed and not self.watcher.processes
+                if idle and not self.recover(force=True) and not self.step():
+                    break
+                timeout = 0.0 if progressed else self.config.poll_interval
+                for process in self.watcher.wait(timeout):
+                    self.on_exit(process)
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.close()
+        return 0
+
+    def housekeeping(self) -> None:
+        now = time.time()
+        self.watcher.enforce_deadlines(now)
+        self.reload_config()
+        if now >= self.next_heartbeat:
+            self.next_heartbeat = now + max(0.5, self.config.lease_seconds / 3)
+            write(lambda: ControllerRow.update(heartbeat_at=now).where(ControllerRow.id == self.me.id).execute())
+        if now >= self.next_recovery:
+            self.recover()
+        if now >= self.next_sweep and not self.stopping:
+            self.next_sweep = now + self.config.operator.interval
+            self.operator.sweep()
+
+    def shutdown_step(self) -> bool:
+        """Graceful stop: no new work; workers get ``grace_period``, then are stopped. True when done."""
+        now = time.time()
+        if self.stop_deadline is None:
+            self.stop_deadline = now + self.config.grace_period
+            print(
+                f"mc: stopping; waiting up to {self.config.grace_period:g}s for "
+                f"{len(self.watcher.processes)} running process(es)",
+                file=sys.stderr,
+            )
+        if now >= self.stop_deadline:
+            for process in list(self.watcher.processes.values()):
+                if not process.stopped:
+                    self.watcher.stop(process, "stopped by controller shutdown")
+        return not self.watcher.processes
+
+    def close(self) -> None:
+        """Release what this controller holds, so another can take over at once."""
+        if self.me is not None:
+            me = self.me.id
+
+            def release() -> None:
+                Ticket.update(claimed_by=None).where(Ticket.claimed_by == me).execute()
+                ControllerRow.update(stopped_at=time.time()).where(ControllerRow.id == me).execute()
+
+            write(release)
+        self.watcher.close()
+
+    def reload_config(self) -> None:
+        """Pick up edits to config.yaml; an invalid edit is reported once and the old config kept."""
+        path = Path(self.config.file)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return
+        if mtime in (self.config.mtime_ns, self.bad_config_mtime):
+            return
+        try:
+            config = load_config(path)
+            plugins = load_plugins(config)
+        except ConfigError as exc:
+            message = f"reload failed, kept the last good config: {exc}"
+            self.bad_config_mtime = mtime
+            print(f"mc: config reload failed, keeping the last good config: {exc}", file=sys.stderr)
+            write(lambda: self.controller.record(None, "config", message, kind="error"))
+            return
+        self.config, self.plugins = config, plugins
+        self.controller.config, self.controller.hooks = config, plugins.hook
+        self.operator.hook = plugins.hook
+        write(lambda: self.controller.record(None, "config", "reloaded config.yaml", kind="report"))
+
+    # -- the tick ------------------------------------------------------------------------------
+
+    def ask(self, action: str, ticket: Ticket | None) -> bool:
+        """Ask the plugins whether an automatic action may go ahead (logging a veto once)."""
+        veto = self.plugins.hook.before_auto_action(action=action, ticket=ticket, controller=self.controller)
+        return not self.vetoes.held(action, ticket, veto)
+
+    def step(self) -> bool:
+        """One pass: fence running work, apply reports, start reviews, dispatch. True if anything moved."""
+        self.fence()
+        progressed = self.harvest()
+        if not self.stopping:
+            progressed = self.dispatch() or progressed
+        return progressed
+
+    def free_slots(self) -> int:
+        return self.config.max_workers - len(self.watcher.processes)
+
+    def fence(self) -> None:
+        """Stop processes whose ticket this controller no longer holds (changed by hand, recovered)."""
+        running = [p for p in self.watcher.processes.values() if not p.stopped]
+        if not running:
+            return
+        tokens = {
+            row.id: (row.claimed_by, row.claim_token)
+            for row in Ticket.select(Ticket.id, Ticket.claimed_by, Ticket.claim_token).where(
+                Ticket.id.in_({p.ticket_id for p in running})
+            )
+        }
+        runs = {
+            r.id: r.token
+            for r in WorkerRun.select(WorkerRun.id, WorkerRun.token).where(
+                WorkerRun.id.in_({p.run_id for p in running})
+            )
+        }
+        for process in running:
+            holder = tokens.get(process.ticket_id)
+            if holder is None or holder != (self.me.id, runs.get(process.run_id)):
+                self.watcher.stop(process, "stopped: the ticket is no longer this controller's")
+
+    def harvest(self) -> bool:
+        """Apply stored reports of this controller's tickets; start the reviews they wait for."""
+        progressed = False
+        pending = list(
+            WorkerRun.select()
+            .join(Ticket)
+            .where(
+                (Ticket.claimed_by == self.me.id)
+                & (WorkerRun.outcome != "running")
+                & WorkerRun.applied_at.is_null()
+                & (WorkerRun.token == Ticket.claim_token)
+            )
+            .order_by(WorkerRun.id)
+        )
+        for run in pending:
+            ticket = Ticket.get_by_id(run.ticket_id)
+            if (
+                run.outcome == "done"
+                and self.config.reviewer.enabled
+                and self.controller.review_for(ticket, run.done_sha) is None
+            ):
+                progressed = self.maybe_review(run, ticket) or progressed
+                continue
+            if self.ask("harvest", ticket):
+                self.apply(run)
+                progressed = True
+        return progressed
+
+    def maybe_review(self, run: WorkerRun, ticket: Ticket) -> bool:
+        """Start the shadow reviewer for a reported sha, if there is a command, a slot and no veto."""
+        command = self.config.reviewer.command
+        if command is None or ("review", run.id) in self.watcher.processes or self.free_slots() <= 0:
+            return False
+        if not self.ask("review", ticket):
+            return False
+        log_dir = rt.private_dir(self.config.root / "logs" / ticket.key)
+        prompt_file = log_dir / f"{run.attempt}.prompt.md"
+        values = {
+            "ticket": ticket.key,
+            "sha": run.done_sha,
+            "repo": ticket.repo or str(self.config.root),
+            "prompt_file": str(prompt_file),
+        }
+        argv = rt.render(command, values)
+        env = {
+            **os.environ,
+            "MC_TICKET": ticket.key,
+            "MC_SHA": run.done_sha or "",
+            "MC_REPO": values["repo"],
+            "MC_PROMPT_FILE": str(prompt_file),
+        }
+        stdout = log_dir / f"{run.attempt}.review.log"
+        try:
+            process = rt.spawn(
+                "review",
+                run.id,
+                ticket.id,
+                argv,
+                Path(ticket.repo or self.config.root),
+                env,
+                stdout,
+                log_dir / f"{run.attempt}.review.err",
+                self.config.reviewer.timeout,
+            )
+        except OSError as exc:
+            self.record_verdict(run, ticket, "uncertain", [f"the reviewer could not start: {exc}"], [])
+            return True
+        self.watcher.add(process)
+
+        def started() -> None:
+            WorkerRun.update(review_pid=process.pid, review_proc_start=process.start).where(
+                WorkerRun.id == run.id
+            ).execute()
+            self.controller.record(ticket, "review", f"reviewing {run.done_sha[:12]} (attempt {run.attempt})")
+
+        write(started)
+        return True
+
+    def record_verdict(self, run: WorkerRun, ticket: Ticket, verdict: str, reasons: list[str], gaps: list[str]) -> None:
+        def store() -> None:
+            if self.controller.review_for(ticket, run.done_sha) is None:
+                shadow_reviewer.store_verdict(ticket.id, run.done_sha, verdict, reasons, gaps)
+                self.controller.record(
+                    ticket,
+                    "verdict",
+                    f"{verdict} for {run.done_sha[:12]}: {short('; '.join(reasons) or 'no reasons', 160)}",
+                    kind="report",
+                    actor=shadow_reviewer.REVIEWER_NAME,
+                )
+            WorkerRun.update(review_pid=None).where(WorkerRun.id == run.id).execute()
+
+        write(store)
+
+    def apply(self, run: WorkerRun) -> None:
+        """Apply one attempt's report to its ticket, exactly once, in one transaction."""
+        me = self.me.id
+
+        def effect() -> None:
+            claimed = (
+                WorkerRun.update(applied_at=time.time())
+                .where((WorkerRun.id == run.id) & WorkerRun.applied_at.is_null())
+                .execute()
+            )
+            ticket = Ticket.get_by_id(run.ticket_id)
+            if not claimed or ticket.claimed_by != me or ticket.claim_token != run.token:
+                raise _Skip()
+            if run.outcome == "died":
+                self.apply_death(ticket, run)
+            else:
+                self.apply_done(ticket, run)
+
+        with contextlib.suppress(_Skip):
+            write(effect)
+        self.controller.flush_escalations()
+
+    def apply_death(self, ticket: Ticket, run: WorkerRun) -> None:
+        Ticket.update(death_count=Ticket.death_count + 1).where(Ticket.id == ticket.id).execute()
+        ticket.death_count += 1
+        death = rt.Death(run.exit_code, run.signal, run.timed_out, run.log_tail or "", run.death_reason or "died")
+        try:
+            handled = self.plugins.hook.on_worker_death(ticket=ticket, death=death, controller=self.controller)
+        except PluginFailed as exc:
+            self.park(ticket, exc)
+            return
+        if not handled:
+            self.controller.set_status(ticket, "needs_input", f"worker died ({death.reason})")
+            self.controller.comment(ticket, "Worker died unexpectedly.")
+
+    def apply_done(self, ticket: Ticket, run: WorkerRun) -> None:
+        review = self.controller.review_for(ticket, run.done_sha) if self.config.reviewer.enabled else None
+        try:
+            handled = self.plugins.hook.on_done_sentinel(
+                ticket=ticket, done_sha=run.done_sha, review=review, controller=self.controller
+            )
+        except PluginFailed as exc:
+            self.park(ticket, exc)
+            return
+        if not handled:
+            self.controller.complete(ticket)
+
+    def park(self, ticket: Ticket, failure: PluginFailed) -> None:
+        """A plugin failed while deciding: never silently done; hand the ticket to the owner."""
+        self.controller.escalate(ticket, f"{failure}. Needs {self.config.owner_title} decision.")
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def dispatch(self) -> bool:
+        """Claim and start todo tickets while there are free slots."""
+        free = self.free_slots()
+        if free <= 0:
+            return False
+        candidates = list(Ticket.select().where(Ticket.status == "todo").order_by(Ticket.id).limit(free * 4))
+        if not candidates:
+            return False
+        started = False
+        for ticket in candidates:
+            if self.free_slots() <= 0:
+                break
+            if not self.ask("dispatch", ticket):
+                continue
+            claim = self.claim(ticket)
+            if claim is not None:
+                self.start_worker(*claim)
+                started = True
+        return started
+
+    def claim(self, seen: Ticket) -> tuple[Ticket, WorkerRun] | None:
+        """Atomically take a todo ticket and count the attempt; None if someone else got it first."""
+        me = self.me.id
+        profile_name = seen.worker if seen.worker in self.config.workers else "default"
+
+        def take() -> tuple[Ticket, WorkerRun] | None:
+            ticket = Ticket.get_by_id(seen.id)
+            if ticket.status != "todo":
+                return None
+            if ticket.attempts >= MAX_ATTEMPTS:
+                self.controller.escalate(
+                    ticket,
+                    f"Started {ticket.attempts} times without finishing. Needs {self.config.owner_title} decision.",
+                )
+                return None
+            fields: dict[str, Any] = {
+                "status": "in_progress",
+                "claimed_by": me,
+                "claim_token": ticket.claim_token + 1,
+                "attempts": ticket.attempts + 1,
+                "pending_feedback": None,
+                "updated_at": time.time(),
+            }
+            if ticket.attempts == 0:
+                fields["review_cycles"] = 0  # first move from todo to in_progress
+            taken = (
+                Ticket.update(**fields)
+                .where(
+                    (Ticket.id == ticket.id) & (Ticket.status == "todo") & (Ticket.claim_token == ticket.claim_token)
+                )
+                .execute()
+            )
+            if not taken:
+                return None
+            feedback = ticket.pending_feedback
+            for name, value in fields.items():
+                setattr(ticket, name, value)
+            log = self.config.root / "logs" / ticket.key / f"{ticket.attempts}.log"
+            run = WorkerRun.create(
+                ticket=ticket.id,
+                attempt=ticket.attempts,
+                profile=profile_name,
+                session=rt.session_id(self.db_id, ticket.key, profile_name),
+                controller=me,
+                token=ticket.claim_token,
+                host=self.host,
+                log_path=str(log),
+                feedback=feedback,
+                started_at=time.time(),
+            )
+            detail = f"attempt {run.attempt} started (worker {profile_name})" + (
+                " with reviewer feedback" if feedback else ""
+            )
+            self.controller.record(ticket, "dispatch", detail)
+            return ticket, run
+
+        try:
+            claimed = write(take)
+        except pw.IntegrityError:
+            return None
+        self.controller.flush_escalations()
+        return claimed
+
+    def start_worker(self, ticket: Ticket, run: WorkerRun) -> None:
+        profile = self.config.workers.get(run.profile, self.config.workers["default"])
+        log_dir = rt.private_dir(self.config.root / "logs" / ticket.key)
+        prompt_file = log_dir / f"{run.attempt}.prompt.md"
+        feedback = json.loads(run.feedback) if run.feedback else None
+        prompt = rt.build_prompt(ticket.title, ticket.body, feedback)
+        rt.write_private(prompt_file, prompt)
+        repo = ticket.repo or str(self.config.root)
+        values = {
+            "ticket": ticket.key,
+            "prompt": prompt,
+            "prompt_file": str(prompt_file),
+            "repo": repo,
+            "session": run.session,
+            "attempt": str(run.attempt),
+        }
+        env = {
+            **os.environ,
+            "MC_TICKET": ticket.key,
+            "MC_PROMPT_FILE": str(prompt_file),
+            "MC_REPO": repo,
+            "MC_SESSION": run.session,
+            "MC_ATTEMPT": str(run.attempt),
+            "MC_RUN_ID": f"{self.db_id}:{run.id}",
+        }
+        try:
+            process = rt.spawn(
+                "worker",
+                run.id,
+                ticket.id,
+                rt.render(profile.command, values),
+                Path(repo),
+                env,
+                Path(run.log_path),
+                log_dir / f"{run.attempt}.err",
+                profile.timeout,
+            )
+        except OSError as exc:
+            self.record_report(run, ticket.id, None, death=(None, None, False, f"could not start: {exc}"))
+            return
+        self.watcher.add(process)
+        write(
+            lambda: WorkerRun.update(pid=process.pid, proc_start=process.start).where(WorkerRun.id == run.id).execute()
+        )
+
+    # -- reports -------------------------------------------------------------------------------
+
+    def on_exit(self, process: rt.Process) -> None:
+        """A watched process ended: store what it reported (before anything acts on it)."""
+        run = WorkerRun.get_by_id(process.run_id)
+        if process.kind == "review":
+            failure = None
+            if process.timed_out:
+                failure = f"timed out after {self.config.reviewer.timeout:g}s"
+            elif process.stopped:
+                failure = process.stopped
+            elif process.signal is not None or (process.exit_code or 0) != 0:
+                failure = rt.describe_death(process)
+            verdict, reasons, gaps = shadow_reviewer.judge(process.stdout_path, failure)
+            self.record_verdict(run, Ticket.get_by_id(run.ticket_id), verdict, reasons, gaps)
+            return
+        sha = None if process.timed_out else rt.find_sentinel(process.stdout_path)
+        death = None
+        if sha is None:
+            death = (process.exit_code, process.signal, process.timed_out, rt.describe_death(process))
+        self.record_report(run, process.ticket_id, sha, death)
+
+    def record_report(
+        self, run: WorkerRun, ticket_id: int, sha: str | None, death: tuple[int | None, int | None, bool, str] | None
+    ) -> None:
+        """Store a worker's report on its run (and the sha on the ticket) in one transaction."""
+        tail = (
+            "" if sha else (rt.read_tail(run.log_path) + rt.read_tail(Path(run.log_path).with_suffix(".err")))[-4096:]
+        )
+
+        def store() -> None:
+            current = WorkerRun.get_by_id(run.id)
+            if current.outcome != "running":
+                return
+            fields: dict[str, Any] = {"ended_at": time.time()}
+            ticket = Ticket.get_by_id(ticket_id)
+            fenced = ticket.claim_token == current.token
+            if sha:
+                fields.update(outcome="done", done_sha=sha)
+                detail = f"attempt {current.attempt} reported DONE {sha[:12]}"
+            else:
+                exit_code, sig, timed_out, reason = death
+                fields.update(
+                    outcome="died",
+                    exit_code=exit_code,
+                    signal=sig,
+                    timed_out=timed_out,
+                    death_reason=reason,
+                    log_tail=tail,
+                )
+                detail = f"attempt {current.attempt} died: {reason}"
+            if not fenced:
+                fields["applied_at"] = time.time()  # consumed: the ticket moved on without it
+                detail += " (not applied: the ticket was changed meanwhile)"
+            WorkerRun.update(**fields).where(WorkerRun.id == run.id).execute()
+            if sha and fenced:
+                status = "in_review" if self.config.reviewer.enabled else ticket.status
+                Ticket.update(done_sha=sha, status=status, updated_at=time.time()).where(
+                    Ticket.id == ticket.id
+                ).execute()
+            self.controller.record(ticket, "report", detail, kind="report", actor="worker")
+
+        write(store)
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def dead_controllers(self) -> list[ControllerRow]:
+        now = time.time()
+        dead = []
+        for row in ControllerRow.select().where(ControllerRow.stopped_at.is_null() & (ControllerRow.id != self.me.id)):
+            if row.host == self.host:
+                if not rt.pid_alive(row.pid, row.proc_start):
+                    dead.append(row)
+            elif row.heartbeat_at < now - self.config.lease_seconds:
+                dead.append(row)
+        return dead
+
+    def recover(self, force: bool = False) -> bool:
+        """Take over the tickets of controllers that are gone. True if anything was taken over."""
+        self.next_recovery = time.time() + max(1.0, self.config.lease_seconds / 3)
+        dead = {row.id: row for row in self.dead_controllers()}
+        orphans = list(
+            Ticket.select().where(
+                Ticket.status.in_(ACTIVE) & (Ticket.claimed_by.is_null() | Ticket.claimed_by.in_(list(dead) or [0]))
+            )
+        )
+        for ticket in orphans:
+            self.take_over(ticket, dead)
+        if dead:
+            ids = list(dead)
+            write(
+                lambda: (
+                    ControllerRow.update(stopped_at=time.time())
+                    .where(ControllerRow.id.in_(ids) & ControllerRow.stopped_at.is_null())
+                    .execute()
+                )
+            )
+        if orphans or dead:
+            self.controller.flush_escalations(include_orphans=True)
+        return bool(orphans)
+
+    def take_over(self, seen: Ticket, dead: dict[int, ControllerRow]) -> None:
+        me = self.me.id
+        run = WorkerRun.select().where(WorkerRun.ticket == seen.id).order_by(WorkerRun.attempt.desc()).first()
+
+        def transfer() -> int | None:
+            token = seen.claim_token + 1
+            taken = (
+                Ticket.update(claimed_by=me, claim_token=token)
+                .where((Ticket.id == seen.id) & (Ticket.claim_token == seen.claim_token) & Ticket.status.in_(ACTIVE))
+                .execute()
+            )
+            if not taken:
+                return None
+            if run is not None and run.token == seen.claim_token:
+                WorkerRun.update(controller=me, token=token).where(WorkerRun.id == run.id).execute()
+            self.controller.record(seen, "recover", "taken over from a controller that is gone", kind="action")
+            return token
+
+        if write(transfer) is None or run is None or run.token != seen.claim_token:
+            return
+        if run.review_pid:
+            rt.kill_group(run.review_pid)  # rerun the review; reviews have no effects
+            WorkerRun.update(review_pid=None).where(WorkerRun.id == run.id).execute()
+        if run.outcome != "running":
+            return  # a stored report: the normal harvest applies it
+        profile = self.config.workers.get(run.profile, self.config.workers["default"])
+        pid = run.pid
+        if pid is None and run.host == self.host:
+            pid = rt.find_process_with_env("MC_RUN_ID", f"{self.db_id}:{run.id}")
+        if run.host == self.host and pid and rt.pid_alive(pid, run.proc_start if run.pid else ""):
+            start = run.proc_start or rt.proc_start_time(pid)
+            self.watcher.add(
+                rt.adopt("worker", run.id, seen.id, pid, start, Path(run.log_path), run.started_at + profile.timeout)
+            )
+            write(lambda: self.controller.record(seen, "recover", f"adopted attempt {run.attempt} (pid {pid})"))
+            return
+        if run.host != self.host and run.pid:
+            death = (None, None, False, f"its controller on {run.host} is gone (lease expired)")
+            self.record_report(run, seen.id, None, death)
+            return
+        sha = rt.find_sentinel(run.log_path)
+        if sha is None and run.pid is None and not _has_output(run.log_path):
+            self.requeue_unstarted(run, seen)
+            return
+        death = (None, None, False, "ended while its controller was down, without a DONE line")
+        self.record_report(run, seen.id, sha, None if sha else death)
+
+    def requeue_unstarted(self, run: WorkerRun, ticket: Ticket) -> None:
+        """An attempt whose process never started (the controller died first): not a death."""
+
+        def requeue() -> None:
+            WorkerRun.update(
+                outcome="died", death_reason="never started", ended_at=time.time(), applied_at=time.time()
+            ).where(WorkerRun.id == run.id).execute()
+            Ticket.update(status="todo", claimed_by=None, pending_feedback=run.feedback, updated_at=time.time()).where(
+                Ticket.id == ticket.id
+            ).execute()
+            self.controller.record(ticket, "recover", f"attempt {run.attempt} never started; back to todo")
+
+        write(requeue)
+
+
+class _Skip(Exception):
+    """Raised inside an apply transaction to roll it back: the report was not this one's to apply."""
+
+
+def _has_output(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0 or os.path.getsize(Path(path).with_suffix(".err")) > 0
+    except OSError:
+        return False
+
+
+def run_controller(config: Config, until_idle: bool = False) -> int:
+    """`mc run`: run the controller loop in this process; returns the exit status."""
+    return Pickup(config, until_idle=until_idle).run()

@@ -1,0 +1,83 @@
+"""Shadow reviewer: judges each reported done_sha once and stores the verdict.
+
+The verdict is the last stdout line of the reviewer command that parses as a JSON object with a
+known ``verdict``. Anything else (no JSON, an unknown verdict, a crash, a timeout) is recorded as
+``uncertain`` with the failure as its reason: a broken reviewer never passes a ticket. Only the
+reviewer's own output counts: nothing a worker prints can become a verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from mission_control.models import VERDICTS, ShadowReview
+
+REVIEWER_NAME = "shadow_reviewer"
+TAIL_SCAN = 1 << 20  # the verdict is near the end: read at most the last 1 MiB
+MAX_ITEMS = 50
+MAX_ITEM_CHARS = 2000
+
+
+def _clean_list(value: object) -> list[str] | None:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        return None
+    return [str(item)[:MAX_ITEM_CHARS] for item in value[:MAX_ITEMS]]
+
+
+def parse_verdict(stdout_path: str | os.PathLike[str]) -> tuple[str, list[str], list[str]] | None:
+    """(verdict, reasons, gaps) from the last verdict line of the reviewer's stdout, or None."""
+    try:
+        with open(stdout_path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - TAIL_SCAN))
+            data = handle.read()
+    except OSError:
+        return None
+    for raw in reversed(data.splitlines()):
+        line = raw.strip()
+        if not line.startswith(b"{"):
+            continue
+        try:
+            obj = json.loads(line.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if not isinstance(obj, dict) or obj.get("verdict") not in VERDICTS:
+            continue
+        reasons, gaps = _clean_list(obj.get("reasons")), _clean_list(obj.get("gaps"))
+        if reasons is None or gaps is None:
+            continue
+        return obj["verdict"], reasons, gaps
+    return None
+
+
+def judge(stdout_path: Path, failure: str | None) -> tuple[str, list[str], list[str]]:
+    """The verdict to record for a finished reviewer process (``failure``: why it did not finish well)."""
+    parsed = parse_verdict(stdout_path)
+    if failure and parsed is None:
+        return "uncertain", [f"the reviewer failed: {failure}"], []
+    if parsed is None:
+        return "uncertain", ["the reviewer printed no verdict (a JSON line with pass, fail or uncertain)"], []
+    if failure and parsed[0] == "pass":
+        return "uncertain", [f"the reviewer passed but then failed: {failure}"], parsed[2]
+    return parsed
+
+
+def store_verdict(
+    ticket_id: int, sha: str, verdict: str, reasons: list[str], gaps: list[str], reviewer: str = REVIEWER_NAME
+) -> ShadowReview:
+    """Insert a shadow review row (inside the caller's transaction)."""
+    return ShadowReview.create(
+        ticket=ticket_id,
+        done_sha=sha,
+        verdict=verdict,
+        reasons_json=json.dumps(reasons),
+        gaps_json=json.dumps(gaps),
+        reviewer=reviewer,
+        created_at=time.time(),
+    )

@@ -1,0 +1,363 @@
+"""Worker runtime: start worker and reviewer processes from argv templates, watch them without
+busy polling, and read what they reported from their log files with bounded memory.
+
+A process's stdout and stderr go straight to files under ``logs/<KEY>/``, so its output survives
+the controller and never passes through the controller's memory. Ticket text reaches a process
+only as argv elements, a prompt file and environment values; never a shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import selectors
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mc_hooks.config import PLACEHOLDER
+
+SENTINEL = re.compile(rb"DONE: ([0-9a-fA-F]{7,40})[ \t\r]*")
+SENTINEL_MAX = 64  # no sentinel line is longer than this
+CHUNK = 1 << 20
+TAIL_BYTES = 4096
+SESSION_NAMESPACE = uuid.UUID("5b0b3c2e-4d1f-4f5e-9a51-6d6d1c0a3b77")
+
+
+@dataclass(frozen=True)
+class Death:
+    """How a worker ended without a DONE sentinel."""
+
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    log_tail: str
+    reason: str
+
+
+def render(template: tuple[str, ...] | list[str], values: Mapping[str, str]) -> list[str]:
+    """Fill ``{name}`` placeholders in each argv element; other braces stay as they are."""
+
+    def fill(match: re.Match[str]) -> str:
+        return values.get(match.group(1), match.group(0))
+
+    return [PLACEHOLDER.sub(fill, arg) for arg in template]
+
+
+def session_id(database_id: str, ticket_key: str, profile: str) -> str:
+    """A UUID stable per ticket and worker profile (and MC database), for agent CLIs to resume."""
+    return str(uuid.uuid5(SESSION_NAMESPACE, f"{database_id}:{ticket_key}:{profile}"))
+
+
+def build_prompt(title: str, body: str, feedback: Mapping[str, object] | None) -> str:
+    """Title and body, then, after a failed review, the reviewer's reasons and gaps."""
+    prompt = f"{title}\n\n{body}".rstrip() + "\n"
+    if feedback:
+        reasons = feedback.get("reasons") or []
+        gaps = feedback.get("gaps") or []
+        lines = [
+            f"\n## Reviewer feedback: your previous commit {str(feedback.get('sha', ''))[:12]} was sent back\n",
+            "### Reasons",
+        ]
+        lines += [f"- {r}" for r in reasons] or ["- (none given)"]  # type: ignore[union-attr]
+        lines += ["", "### Gaps"]
+        lines += [f"- {g}" for g in gaps] or ["- (none given)"]  # type: ignore[union-attr]
+        prompt += "\n".join(lines) + "\n"
+    return prompt
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) readable by the owner only."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new owner-only file."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _open_log(path: Path) -> int:
+    return os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+
+
+def find_sentinel(path: str | os.PathLike[str]) -> str | None:
+    """The sha of the last ``DONE: <sha>`` line in the file, lowercased, or None.
+
+    Reads in chunks and keeps at most :data:`SENTINEL_MAX` bytes of a partial line, so memory is
+    bounded whatever the file holds (a 100 MB line without a newline included).
+    """
+    found: str | None = None
+    carry = b""
+    skipping = False  # inside a line already too long to be a sentinel
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError:
+        return None
+    with handle:
+        while chunk := handle.read(CHUNK):
+            if skipping:
+                newline = chunk.find(b"\n")
+                if newline < 0:
+                    continue
+                chunk, skipping = chunk[newline + 1 :], False
+            lines = (carry + chunk).split(b"\n")
+            for line in lines[:-1]:
+                if len(line) <= SENTINEL_MAX and (match := SENTINEL.fullmatch(line)):
+                    found = match.group(1).decode().lower()
+            carry = lines[-1]
+            if len(carry) > SENTINEL_MAX:
+                carry, skipping = b"", True
+    if carry and (match := SENTINEL.fullmatch(carry)):
+        found = match.group(1).decode().lower()
+    return found
+
+
+def read_tail(path: str | os.PathLike[str], size: int = TAIL_BYTES) -> str:
+    """The last ``size`` bytes of a file as text (invalid UTF-8 replaced), or ''."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            end = handle.tell()
+            handle.seek(max(0, end - size))
+            return handle.read().decode("utf-8", errors="replace").replace("\x00", "\\0")
+    except OSError:
+        return ""
+
+
+def proc_start_time(pid: int) -> str:
+    """The kernel's start time of ``pid`` (to tell a process from a later one with its pid), or ''."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        return stat[stat.rindex(b")") + 2 :].split()[19].decode()
+    except (OSError, ValueError, IndexError):
+        return ""
+
+
+def pid_alive(pid: int | None, start: str = "") -> bool:
+    """Whether ``pid`` runs and, when ``start`` is known, is the same process as then."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if start:
+        now = proc_start_time(pid)
+        if now and now != start:
+            return False
+        if not now and os.path.isdir("/proc"):
+            return False  # the pid is gone (or a zombie whose stat vanished)
+    return True
+
+
+def find_process_with_env(name: str, value: str) -> int | None:
+    """A pid whose environment holds ``name=value`` (Linux; same user), or None."""
+    needle = f"{name}={value}".encode() + b"\0"
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if needle in handle.read() + b"\0":
+                    return int(entry)
+        except OSError:
+            continue
+    return None
+
+
+def kill_group(pgid: int | None, sig: int = signal.SIGKILL) -> None:
+    """Signal a whole process group; nothing happens if it is gone."""
+    if pgid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+
+@dataclass
+class Process:
+    """A worker or reviewer process the controller watches (its child, or adopted after a crash)."""
+
+    kind: str  # "worker" | "review"
+    run_id: int
+    ticket_id: int
+    pid: int
+    start: str
+    stdout_path: Path
+    deadline: float
+    popen: subprocess.Popen[bytes] | None = None
+    pidfd: int | None = None
+    timed_out: bool = False
+    kill_at: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    stopped: str = ""  # why the controller stopped it, if it did
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.kind, self.run_id)
+
+
+def spawn(
+    kind: str,
+    run_id: int,
+    ticket_id: int,
+    argv: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    stdout_path: Path,
+    stderr_path: Path,
+    timeout: float,
+) -> Process:
+    """Start ``argv`` in a new session (its own process group), output to the two files.
+
+    Raises OSError when the command cannot be started (not found, not executable).
+    """
+    out_fd, err_fd = _open_log(stdout_path), _open_log(stderr_path)
+    try:
+        popen = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out_fd,
+            stderr=err_fd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(out_fd)
+        os.close(err_fd)
+    return Process(
+        kind, run_id, ticket_id, popen.pid, proc_start_time(popen.pid), stdout_path, time.time() + timeout, popen=popen
+    )
+
+
+def adopt(kind: str, run_id: int, ticket_id: int, pid: int, start: str, stdout_path: Path, deadline: float) -> Process:
+    """Watch a process another (dead) controller started."""
+    return Process(kind, run_id, ticket_id, pid, start, stdout_path, deadline)
+
+
+class Watcher:
+    """Waits for any watched process to exit, or a wake-up, without polling (pidfds on Linux)."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.processes: dict[tuple[str, int], Process] = {}
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.pidfds = hasattr(os, "pidfd_open")
+
+    @property
+    def wake_fd(self) -> int:
+        """Write a byte here (e.g. from a signal handler) to end a wait early."""
+        return self._wake_w
+
+    def add(self, process: Process) -> None:
+        """Start watching ``process``."""
+        self.processes[process.key] = process
+        if self.pidfds:
+            try:
+                process.pidfd = os.pidfd_open(process.pid)
+            except OSError:
+                process.pidfd = None
+            if process.pidfd is not None:
+                self.selector.register(process.pidfd, selectors.EVENT_READ, process)
+
+    def _finished(self, process: Process) -> bool:
+        if process.popen is not None:
+            code = process.popen.poll()
+            if code is None:
+                return False
+            process.exit_code, process.signal = (code, None) if code >= 0 else (None, -code)
+            return True
+        return not pid_alive(process.pid, process.start)
+
+    def _drop(self, process: Process) -> None:
+        self.processes.pop(process.key, None)
+        if process.pidfd is not None:
+            self.selector.unregister(process.pidfd)
+            os.close(process.pidfd)
+            process.pidfd = None
+
+    def enforce_deadlines(self, now: float) -> None:
+        """Stop processes past their timeout: SIGTERM to the group, SIGKILL 3 s later."""
+        for process in list(self.processes.values()):
+            if process.kill_at is not None and now >= process.kill_at:
+                kill_group(process.pid, signal.SIGKILL)
+                process.kill_at = now + 3600
+            elif process.kill_at is None and now >= process.deadline:
+                process.timed_out = True
+                self.stop(process, "timed out", signal.SIGTERM)
+
+    def stop(self, process: Process, why: str, sig: int = signal.SIGTERM) -> None:
+        """Ask a process group to stop; it is killed outright 3 s later if still there."""
+        process.stopped = process.stopped or why
+        kill_group(process.pid, sig)
+        process.kill_at = time.time() + 3 if sig != signal.SIGKILL else time.time() + 3600
+
+    def next_deadline(self) -> float | None:
+        times = [p.kill_at if p.kill_at is not None else p.deadline for p in self.processes.values()]
+        return min(times) if times else None
+
+    def wait(self, timeout: float) -> list[Process]:
+        """Wait up to ``timeout`` seconds; return the processes that exited (no longer watched)."""
+        deadline = self.next_deadline()
+        if deadline is not None:
+            timeout = max(0.0, min(timeout, deadline - time.time()))
+        unwatchable = [p for p in self.processes.values() if p.pidfd is None]
+        if unwatchable:
+            timeout = min(timeout, 0.05)  # no pidfd for these: look again soon
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self._wake_r, 512):
+                        pass
+        exited = [p for p in list(self.processes.values()) if self._finished(p)]
+        for process in exited:
+            if process.popen is not None and process.popen.returncode is None:
+                process.popen.wait()
+            if process.timed_out or process.stopped:
+                kill_group(process.pid, signal.SIGKILL)  # the rest of its group
+            self._drop(process)
+        return exited
+
+    def close(self) -> None:
+        for process in list(self.processes.values()):
+            self._drop(process)
+        self.selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+def describe_death(process: Process) -> str:
+    """A short reason for a worker that ended without a sentinel."""
+    if process.timed_out:
+        return "timed out"
+    if process.stopped:
+        return process.stopped
+    if process.signal is not None:
+        try:
+            name = signal.Signals(process.signal).name
+        except ValueError:
+            name = f"signal {process.signal}"
+        return f"killed by {name}"
+    if process.exit_code is not None:
+        return f"exit {process.exit_code} without a DONE line"
+    return "ended without a DONE line"

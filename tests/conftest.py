@@ -1,0 +1,104 @@
+"""Shared helpers: a real MC root with the bundled scripted agent and reviewer, driven through
+the real `mc` command in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import mission_control
+
+SCRIPTS = Path(mission_control.__file__).with_name("scripts")
+BUILTINS = ("review_loop", "dead_worker_retry", "operator_guard", "killswitch")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MC_")}
+    env.update(extra)
+    return env
+
+
+class McRoot:
+    """An MC root in a temporary directory, with helpers that run the real `mc` command."""
+
+    def __init__(self, path: Path, **overrides: Any) -> None:
+        self.path = path
+        self.state = path / "agent-state"
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.config = {
+            "database": "mc.db",
+            "max_workers": 2,
+            "poll_interval": 0.1,
+            "grace_period": 5,
+            "workers": {"default": {"command": [sys.executable, str(SCRIPTS / "agent.py")], "timeout": 60}},
+            "reviewer": {
+                "enabled": True,
+                "command": [sys.executable, str(SCRIPTS / "reviewer.py"), "{sha}"],
+                "timeout": 60,
+            },
+            "operator": {"interval": 3600},
+            "plugins": {name: {"enabled": True} for name in BUILTINS},
+        }
+        self.config.update(overrides)
+        self.write_config()
+        self.mc("init")
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    def write_config(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return clean_env(MC_DEMO_STATE=str(self.state), **extra)
+
+    def mc(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "mission_control.cli", "--config", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            env=env or self.env(),
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"mc {' '.join(args)} exited {result.returncode}: {result.stderr}")
+        return result
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mission_control.cli", "--config", str(self.config_path), *args],
+            env=env or self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def add(self, title: str, script: str = "pass", *extra: str) -> str:
+        return self.mc("ticket", "add", title, "--body", f"script: {script}", *extra).stdout.strip().splitlines()[-1]
+
+    def run(self, **env: str) -> subprocess.CompletedProcess[str]:
+        return self.mc("run", "--until-idle", env=self.env(**env))
+
+    def show(self, key: str) -> dict[str, Any]:
+        return json.loads(self.mc("ticket", "show", key, "--json").stdout)
+
+    def agent_runs(self, key: str) -> int:
+        counter = self.state / f"{key}.runs"
+        return int(counter.read_text()) if counter.exists() else 0
+
+
+@pytest.fixture
+def mc_root(tmp_path: Path) -> McRoot:
+    """A fresh MC root with the scripted agent and reviewer and the four built-in plugins."""
+    return McRoot(tmp_path / "root")

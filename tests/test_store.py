@@ -1,0 +1,74 @@
+"""The ticket store: migration of an old database, keys, and owner-only files."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from conftest import McRoot
+from mission_control.models import StoreError, open_database
+
+OLD_SCHEMA = """
+CREATE TABLE ticket (id INTEGER PRIMARY KEY, key VARCHAR(40) UNIQUE, title TEXT NOT NULL, body TEXT NOT NULL,
+    repo TEXT, worker VARCHAR(64) NOT NULL, status VARCHAR(16) NOT NULL, done_sha VARCHAR(40),
+    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE comment (id INTEGER PRIMARY KEY, ticket_id INTEGER NOT NULL REFERENCES ticket(id),
+    author VARCHAR(64) NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL);
+INSERT INTO ticket VALUES (1, 'MC-1', 'old one', 'body', NULL, 'default', 'done', 'abcdef1', 1.0, 2.0);
+INSERT INTO ticket VALUES (2, 'MC-2', 'old two', '', NULL, 'default', 'todo', NULL, 3.0, 4.0);
+INSERT INTO comment VALUES (1, 1, 'elmar', 'kept', 5.0);
+"""
+
+
+def test_init_migrates_a_database_made_before_review_cycles_and_death_count(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    with sqlite3.connect(root / "mc.db") as conn:
+        conn.executescript(OLD_SCHEMA)
+    mc = McRoot.__new__(McRoot)
+    mc.path, mc.state = root, root / "state"
+    mc.state.mkdir()
+    (root / "config.yaml").write_text("database: mc.db\n", encoding="utf-8")
+    out = mc.mc("init").stdout
+    assert "ticket.review_cycles" in out and "ticket.death_count" in out
+    one, two = mc.show("MC-1"), mc.show("MC-2")
+    assert (one["title"], one["status"], one["done_sha"], one["review_cycles"], one["death_count"]) == (
+        "old one",
+        "done",
+        "abcdef1",
+        0,
+        0,
+    )
+    assert one["comments"][0]["body"] == "kept"
+    assert (two["title"], two["status"]) == ("old two", "todo")
+    assert mc.mc("init").stdout.startswith("database ready")  # idempotent
+    assert mc.add("new one") == "MC-3"
+
+
+def test_ticket_keys_use_the_configured_prefix(tmp_path: Path) -> None:
+    mc = McRoot(tmp_path / "root", ticket_prefix="OPS")
+    assert [mc.add("a"), mc.add("b")] == ["OPS-1", "OPS-2"]
+
+
+def test_database_and_logs_are_readable_by_the_owner_only(mc_root: McRoot) -> None:
+    key = mc_root.add("private")
+    mc_root.run()
+    assert stat.S_IMODE((mc_root.path / "mc.db").stat().st_mode) == 0o600
+    log_dir = mc_root.path / "logs" / key
+    assert stat.S_IMODE(log_dir.stat().st_mode) == 0o700
+    for path in log_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_missing_database_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="does not exist"):
+        open_database(str(tmp_path / "nope" / "mc.db"), create=True)
+
+
+def test_commands_other_than_init_do_not_create_a_database(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="run `mc init`"):
+        open_database(str(tmp_path / "mc.db"))
+    assert not (tmp_path / "mc.db").exists()
