@@ -295,3 +295,40 @@ def test_demo_runs_every_path(tmp_path: Path) -> None:
         "fail 1/3, sent back to worker",
     ):
         assert expected in result.stdout
+
+
+def test_a_veto_is_written_to_the_audit_trail_once_not_every_tick(mc_root: McRoot) -> None:
+    key = mc_root.add("held")
+    mc_root.mc("killswitch", "on")
+    controller = mc_root.popen("run")
+    time.sleep(1.5)  # ~15 ticks at poll_interval 0.1
+    controller.send_signal(signal.SIGTERM)
+    controller.wait(timeout=30)
+    vetoes = [e for e in mc_root.show(key)["events"] if e["kind"] == "veto"]
+    assert [(e["actor"], e["detail"]) for e in vetoes] == [("killswitch", "dispatch held: kill-switch engaged")]
+
+
+def test_review_cycles_reset_when_a_ticket_first_moves_to_in_progress(mc_root: McRoot, tmp_path: Path) -> None:
+    imported = tmp_path / "t.jsonl"
+    imported.write_text('{"title": "carried over", "body": "script: pass"}\n', encoding="utf-8")
+    mc_root.mc("ticket", "import", str(imported))
+    import sqlite3
+
+    with sqlite3.connect(mc_root.path / "mc.db") as conn:  # a count carried over from another tracker
+        conn.execute("UPDATE ticket SET review_cycles = 2")
+    mc_root.run()
+    assert mc_root.show("MC-1")["review_cycles"] == 0
+
+
+def test_operator_reopens_a_done_sha_that_is_not_a_commit_of_the_repo(mc_root: McRoot, tmp_path: Path) -> None:
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    key = mc_root.mc("ticket", "add", "claims a commit", "--repo", str(repo)).stdout.strip()
+    mc_root.mc("ticket", "set", key, "--status", "done", "--done-sha", "abcdef1234")
+    mc_root.mc("operator", "--once")
+    ticket = mc_root.show(key)
+    assert ticket["status"] == "todo"
+    assert "done_sha abcdef1234 is not a commit in" in ticket["comments"][-1]["body"]

@@ -1,0 +1,105 @@
+"""The `mc` command: results on stdout, one-line errors with exit 2, manual ticket operations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import McRoot, clean_env
+
+
+def mc_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mission_control.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+    )
+
+
+def test_init_add_list_work_in_an_empty_directory_with_the_default_config(tmp_path: Path) -> None:
+    assert mc_in(tmp_path, "init").returncode == 0
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "mc.db").exists()
+    added = mc_in(tmp_path, "ticket", "add", "x")
+    assert added.returncode == 0 and added.stdout.strip().splitlines()[-1] == "MC-1"
+    listed = mc_in(tmp_path, "ticket", "list")
+    assert listed.returncode == 0 and listed.stdout.split()[:2] == ["MC-1", "todo"]
+
+
+def test_ticket_show_json_has_the_documented_fields(mc_root: McRoot) -> None:
+    key = mc_root.add("shown")
+    mc_root.mc("ticket", "comment", key, "first look")
+    ticket = mc_root.show(key)
+    for field in ("key", "title", "status", "review_cycles", "death_count", "done_sha", "comments", "events"):
+        assert field in ticket
+    assert ticket["comments"][0]["body"] == "first look"
+    assert set(ticket["comments"][0]) == {"author", "body", "created_at"}
+    assert ticket["events"][0]["action"] == "created"
+
+
+def test_ticket_list_filters_by_status_and_prints_json(mc_root: McRoot) -> None:
+    first, second = mc_root.add("one"), mc_root.add("two")
+    mc_root.mc("ticket", "set", second, "--status", "done", "--done-sha", "ABCDEF1")
+    done = json.loads(mc_root.mc("ticket", "list", "--status", "done", "--json").stdout)
+    assert [(t["key"], t["done_sha"]) for t in done] == [(second, "abcdef1")]
+    assert first in mc_root.mc("ticket", "list", "--status", "todo").stdout
+
+
+def test_ticket_set_rejects_a_bad_sha_with_one_line(mc_root: McRoot) -> None:
+    key = mc_root.add("x")
+    result = mc_root.mc("ticket", "set", key, "--status", "done", "--done-sha", "not-hex", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["mc: --sha/--done-sha: expected 7 to 40 hex digits, got 'not-hex'"]
+    assert mc_root.show(key)["status"] == "todo"
+
+
+def test_unknown_ticket_and_unknown_worker_are_one_line_errors(mc_root: McRoot) -> None:
+    result = mc_root.mc("ticket", "show", "MC-99", check=False)
+    assert (result.returncode, result.stderr.strip()) == (2, "mc: no ticket 'MC-99' (see `mc ticket list`)")
+    result = mc_root.mc("ticket", "add", "x", "--worker", "nope", check=False)
+    assert result.returncode == 2 and "worker: expected one of the profiles" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_arguments_exit_2_with_one_line(mc_root: McRoot) -> None:
+    result = mc_root.mc("ticket", "set", "MC-1", "--status", "finished", check=False)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ticket_import_adds_every_line_or_none(mc_root: McRoot, tmp_path: Path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"title": "a"}\n\n{"title": "b", "body": "x", "worker": "default"}\n', encoding="utf-8")
+    assert mc_root.mc("ticket", "import", str(good)).stdout.strip() == "added 2 tickets"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"title": "c"}\n{"title": ""}\n', encoding="utf-8")
+    result = mc_root.mc("ticket", "import", str(bad), check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"mc: {bad}:2: title: expected a non-empty string; nothing was added"
+    assert len(json.loads(mc_root.mc("ticket", "list", "--json").stdout)) == 2
+
+
+def test_ticket_text_is_stored_and_shown_byte_exact(mc_root: McRoot) -> None:
+    body = "line one\n\t$(rm -rf /); `id` && echo 'quoted' \"double\" | ünïcødé 🚀 \\ back\\slash\n" + "x" * 100_000
+    key = mc_root.mc("ticket", "add", "weird $HOME", "--body", body).stdout.strip()
+    ticket = mc_root.show(key)
+    assert (ticket["title"], ticket["body"]) == ("weird $HOME", body)
+
+
+def test_manual_set_to_todo_from_needs_input_gives_a_fresh_budget(mc_root: McRoot) -> None:
+    key = mc_root.add("dies", "die, die, pass")
+    mc_root.run()
+    assert mc_root.show(key)["death_count"] == 2
+    mc_root.mc("ticket", "set", key, "--status", "todo")
+    mc_root.run()
+    ticket = mc_root.show(key)
+    assert (ticket["status"], ticket["death_count"], mc_root.agent_runs(key)) == ("done", 0, 3)
+
+
+def test_plugins_lists_sources_and_call_order(mc_root: McRoot) -> None:
+    out = mc_root.mc("plugins").stdout
+    assert "review_loop          built-in (plugins.review_loop:ReviewLoop)" in out
+    assert "  on_worker_death: dead_worker_retry" in out
