@@ -37,6 +37,7 @@ from mission_control.models import (
 )
 
 SHA = re.compile(r"[0-9a-fA-F]{7,40}")
+MANUAL_STATUSES = ("todo", "done", "needs_input")
 
 
 class UsageError(Exception):
@@ -494,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     tset = ticket.add_parser("set", help="change a ticket's status by hand")
     tset.add_argument("key")
-    tset.add_argument("--status", choices=STATUSES, required=True)
+    # in_progress and in_review belong to the loop (they mean a process or review is in flight)
+    tset.add_argument("--status", choices=MANUAL_STATUSES, required=True)
     tset.add_argument("--done-sha")
     com = ticket.add_parser("comment", help="comment on a ticket")
     com.add_argument("key")

@@ -70,6 +70,13 @@ def test_bad_arguments_exit_2_with_one_line(mc_root: McRoot) -> None:
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_the_loop_owned_statuses_cannot_be_set_by_hand(mc_root: McRoot) -> None:
+    key = mc_root.add("x")
+    result = mc_root.mc("ticket", "set", key, "--status", "in_progress", check=False)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+    assert mc_root.show(key)["status"] == "todo"
+
+
 def test_ticket_import_adds_every_line_or_none(mc_root: McRoot, tmp_path: Path) -> None:
     good = tmp_path / "good.jsonl"
     good.write_text('{"title": "a"}\n\n{"title": "b", "body": "x", "worker": "default"}\n', encoding="utf-8")
