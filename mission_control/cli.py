@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
@@ -364,14 +364,33 @@ def cmd_review_record(args: argparse.Namespace, config: Config) -> int:
 # -- kill-switch -------------------------------------------------------------------------------
 
 
+def _switch(config: Config, change: Callable[[], object], what: str) -> object:
+    """Flip the kill-switch file while holding the store's write lock, with its audit event, so
+    every automatic action commits either before the change or after it, never across it."""
+    try:
+        _open(config)
+    except StoreError:
+        return change()  # no store yet: nothing automatic can be running against it
+    controller = _manual(config)
+    with db.atomic():
+        result = change()
+        controller.record(None, "killswitch", what)
+    return result
+
+
 def cmd_killswitch(args: argparse.Namespace, config: Config) -> int:
     root = config.root
     if args.state == "on":
-        flags.engage_killswitch(root, who=_user(), reason=args.reason or "")
+        reason = args.reason or ""
+        _switch(
+            config,
+            lambda: flags.engage_killswitch(root, who=_user(), reason=reason),
+            "engaged" + (f": {reason}" if reason else ""),
+        )
         print("kill-switch engaged: no automatic dispatch, review, harvest or reopen until `mc killswitch off`")
         return 0
     if args.state == "off":
-        was = flags.release_killswitch(root)
+        was = _switch(config, lambda: flags.release_killswitch(root), "released")
         print("kill-switch released" if was else "kill-switch was not engaged (file absent)")
         if flags.killswitch_active(root):
             print("mc: still engaged through MC_KILLSWITCH in this environment", file=sys.stderr)

@@ -101,7 +101,6 @@ class Operator:
         return snapshot
 
     def judge_done_tickets(self) -> None:
-        controller = self.controller
         tickets = list(
             Ticket.select()
             .where((Ticket.status == "done") & (Ticket.operator_checked == False))  # noqa: E712
@@ -114,38 +113,35 @@ class Operator:
             if reason is None:
                 judged.append(ticket.id)
                 continue
-            veto = self.hook.before_auto_action(action="reopen", ticket=ticket, controller=controller)
-            if veto:
-                if self.logged.get(ticket.id) != veto:
-                    self.logged[ticket.id] = veto
-                    write(
-                        lambda t=ticket, v=veto: controller.record(
-                            t, "veto", f"reopen held: {v}", kind="veto", actor=v.plugin or "host"
-                        )
-                    )
-                continue  # judged again once the veto lifts
-            veto = self.hook.before_operator_reopen(ticket=ticket, reason=reason, controller=controller)
-            write(lambda t=ticket, r=reason, v=veto: self.decide(t, r, v))
+            write(lambda t=ticket, r=reason: self.decide(t, r))
         if judged:
             write(lambda: Ticket.update(operator_checked=True).where(Ticket.id.in_(judged)).execute())
 
-    def decide(self, ticket: Ticket, reason: str, veto: str | None) -> None:
-        """Reopen the ticket, or record the veto; either way it is judged for this completion."""
+    def decide(self, ticket: Ticket, reason: str) -> None:
+        """In one transaction: ask the plugins, then reopen the ticket or record the veto.
+
+        A ``before_operator_reopen`` veto settles this completion; a ``before_auto_action`` veto
+        (e.g. the kill-switch) leaves the ticket to be judged again once it lifts.
+        """
         current = Ticket.get_by_id(ticket.id)
         if current.status != "done" or current.operator_checked or current.done_sha != ticket.done_sha:
             return  # changed since we looked
-        Ticket.update(operator_checked=True).where(Ticket.id == ticket.id).execute()
+        controller = self.controller
+        veto = self.hook.before_auto_action(action="reopen", ticket=current, controller=controller)
         if veto:
-            self.controller.record(
-                ticket,
-                "veto",
-                f"{veto} (weak completion: {reason})",
-                kind="veto",
-                actor=getattr(veto, "plugin", "") or "host",
+            if self.logged.get(ticket.id) != veto:
+                self.logged[ticket.id] = veto
+                controller.record(ticket, "veto", f"reopen held: {veto}", kind="veto", actor=veto.plugin or "host")
+            return
+        Ticket.update(operator_checked=True).where(Ticket.id == ticket.id).execute()
+        veto = self.hook.before_operator_reopen(ticket=current, reason=reason, controller=controller)
+        if veto:
+            controller.record(
+                ticket, "veto", f"{veto} (weak completion: {reason})", kind="veto", actor=veto.plugin or "host"
             )
             return
-        self.controller.set_status(ticket, "todo", f"reopened: {short(reason)}")
-        self.controller.comment(ticket, f"Reopened by the operator: {reason}.")
+        controller.set_status(current, "todo", f"reopened: {short(reason)}")
+        controller.comment(current, f"Reopened by the operator: {reason}.")
 
 
 def record_health(config: Config) -> dict[str, Any]:

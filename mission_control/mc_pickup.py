@@ -12,7 +12,6 @@ The loop decides *when*; plugins decide *what*. Three rules keep it correct unde
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -26,7 +25,7 @@ import peewee as pw
 
 from mc_hooks.config import Config, ConfigError, load_config
 from mc_hooks.manager import PluginFailed, PluginHost, load_plugins
-from mission_control import shadow_reviewer
+from mission_control import faults, shadow_reviewer
 from mission_control import ticket_runtime as rt
 from mission_control.controller import Controller, short
 from mission_control.luci_operator import Operator
@@ -182,7 +181,7 @@ class Pickup:
         self.config, self.plugins = config, plugins
         self.controller.config, self.controller.hooks = config, plugins.hook
         self.operator.hook = plugins.hook
-        write(lambda: self.controller.record(None, "config", "reloaded config.yaml", kind="report"))
+        write(lambda: self.controller.record(None, "config", "reloaded config.yaml", kind="host"))
 
     # -- the tick ------------------------------------------------------------------------------
 
@@ -247,9 +246,7 @@ class Pickup:
             ):
                 progressed = self.maybe_review(run, ticket) or progressed
                 continue
-            if self.ask("harvest", ticket):
-                self.apply(run)
-                progressed = True
+            progressed = self.apply(run) or progressed
         return progressed
 
     def maybe_review(self, run: WorkerRun, ticket: Ticket) -> bool:
@@ -257,7 +254,14 @@ class Pickup:
         command = self.config.reviewer.command
         if command is None or ("review", run.id) in self.watcher.processes or self.free_slots() <= 0:
             return False
-        if not self.ask("review", ticket):
+
+        def gate() -> bool:
+            if not self.ask("review", ticket):
+                return False
+            self.controller.record(ticket, "review", f"reviewing {run.done_sha[:12]} (attempt {run.attempt})")
+            return True
+
+        if not write(gate):
             return False
         log_dir = rt.private_dir(self.config.root / "logs" / ticket.key)
         prompt_file = log_dir / f"{run.attempt}.prompt.md"
@@ -293,13 +297,13 @@ class Pickup:
             return True
         self.watcher.add(process)
 
-        def started() -> None:
-            WorkerRun.update(review_pid=process.pid, review_proc_start=process.start).where(
-                WorkerRun.id == run.id
-            ).execute()
-            self.controller.record(ticket, "review", f"reviewing {run.done_sha[:12]} (attempt {run.attempt})")
-
-        write(started)
+        write(
+            lambda: (
+                WorkerRun.update(review_pid=process.pid, review_proc_start=process.start)
+                .where(WorkerRun.id == run.id)
+                .execute()
+            )
+        )
         return True
 
     def record_verdict(self, run: WorkerRun, ticket: Ticket, verdict: str, reasons: list[str], gaps: list[str]) -> None:
@@ -317,27 +321,35 @@ class Pickup:
 
         write(store)
 
-    def apply(self, run: WorkerRun) -> None:
-        """Apply one attempt's report to its ticket, exactly once, in one transaction."""
+    def apply(self, run: WorkerRun) -> bool:
+        """Apply one attempt's report to its ticket, exactly once, in one transaction that also asks
+        ``before_auto_action("harvest")`` (so nothing is applied after the kill-switch engaged).
+        Returns whether it was applied."""
         me = self.me.id
 
-        def effect() -> None:
-            claimed = (
+        def effect() -> bool:
+            ticket = Ticket.get_by_id(run.ticket_id)
+            if ticket.claimed_by != me or ticket.claim_token != run.token or not self.ask("harvest", ticket):
+                return False
+            applied = (
                 WorkerRun.update(applied_at=time.time())
                 .where((WorkerRun.id == run.id) & WorkerRun.applied_at.is_null())
                 .execute()
             )
-            ticket = Ticket.get_by_id(run.ticket_id)
-            if not claimed or ticket.claimed_by != me or ticket.claim_token != run.token:
-                raise _Skip()
+            if not applied:
+                return False
+            faults.crash_point("apply:before-effects")
             if run.outcome == "died":
                 self.apply_death(ticket, run)
             else:
                 self.apply_done(ticket, run)
+            faults.crash_point("apply:before-commit")
+            return True
 
-        with contextlib.suppress(_Skip):
-            write(effect)
+        applied = write(effect)
+        faults.crash_point("apply:after-commit")
         self.controller.flush_escalations()
+        return applied
 
     def apply_death(self, ticket: Ticket, run: WorkerRun) -> None:
         Ticket.update(death_count=Ticket.death_count + 1).where(Ticket.id == ticket.id).execute()
@@ -382,10 +394,9 @@ class Pickup:
         for ticket in candidates:
             if self.free_slots() <= 0:
                 break
-            if not self.ask("dispatch", ticket):
-                continue
             claim = self.claim(ticket)
             if claim is not None:
+                faults.crash_point("dispatch:after-claim")
                 self.start_worker(*claim)
                 started = True
         return started
@@ -397,7 +408,7 @@ class Pickup:
 
         def take() -> tuple[Ticket, WorkerRun] | None:
             ticket = Ticket.get_by_id(seen.id)
-            if ticket.status != "todo":
+            if ticket.status != "todo" or not self.ask("dispatch", ticket):
                 return None
             if ticket.attempts >= MAX_ATTEMPTS:
                 self.controller.escalate(
@@ -494,6 +505,7 @@ class Pickup:
             self.record_report(run, ticket.id, None, death=(None, None, False, f"could not start: {exc}"))
             return
         self.watcher.add(process)
+        faults.crash_point("dispatch:after-spawn")
         write(
             lambda: WorkerRun.update(pid=process.pid, proc_start=process.start).where(WorkerRun.id == run.id).execute()
         )
@@ -559,8 +571,10 @@ class Pickup:
                     Ticket.id == ticket.id
                 ).execute()
             self.controller.record(ticket, "report", detail, kind="report", actor="worker")
+            faults.crash_point("report:before-commit")
 
         write(store)
+        faults.crash_point("report:after-commit")
 
     # -- recovery ------------------------------------------------------------------------------
 
@@ -614,7 +628,7 @@ class Pickup:
                 return None
             if run is not None and run.token == seen.claim_token:
                 WorkerRun.update(controller=me, token=token).where(WorkerRun.id == run.id).execute()
-            self.controller.record(seen, "recover", "taken over from a controller that is gone", kind="action")
+            self.controller.record(seen, "recover", "taken over from a controller that is gone", kind="host")
             return token
 
         if write(transfer) is None or run is None or run.token != seen.claim_token:
@@ -633,7 +647,11 @@ class Pickup:
             self.watcher.add(
                 rt.adopt("worker", run.id, seen.id, pid, start, Path(run.log_path), run.started_at + profile.timeout)
             )
-            write(lambda: self.controller.record(seen, "recover", f"adopted attempt {run.attempt} (pid {pid})"))
+            write(
+                lambda: self.controller.record(
+                    seen, "recover", f"adopted attempt {run.attempt} (pid {pid})", kind="host"
+                )
+            )
             return
         if run.host != self.host and run.pid:
             death = (None, None, False, f"its controller on {run.host} is gone (lease expired)")
@@ -656,13 +674,9 @@ class Pickup:
             Ticket.update(status="todo", claimed_by=None, pending_feedback=run.feedback, updated_at=time.time()).where(
                 Ticket.id == ticket.id
             ).execute()
-            self.controller.record(ticket, "recover", f"attempt {run.attempt} never started; back to todo")
+            self.controller.record(ticket, "recover", f"attempt {run.attempt} never started; back to todo", kind="host")
 
         write(requeue)
-
-
-class _Skip(Exception):
-    """Raised inside an apply transaction to roll it back: the report was not this one's to apply."""
 
 
 def _has_output(path: str) -> bool:

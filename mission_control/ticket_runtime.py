@@ -132,18 +132,22 @@ def read_tail(path: str | os.PathLike[str], size: int = TAIL_BYTES) -> str:
         return ""
 
 
+def _stat_fields(pid: int) -> list[bytes]:
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        stat = handle.read()
+    return stat[stat.rindex(b")") + 2 :].split()  # fields from the state on (the name may hold spaces)
+
+
 def proc_start_time(pid: int) -> str:
     """The kernel's start time of ``pid`` (to tell a process from a later one with its pid), or ''."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-        return stat[stat.rindex(b")") + 2 :].split()[19].decode()
+        return _stat_fields(pid)[19].decode()
     except (OSError, ValueError, IndexError):
         return ""
 
 
 def pid_alive(pid: int | None, start: str = "") -> bool:
-    """Whether ``pid`` runs and, when ``start`` is known, is the same process as then."""
+    """Whether ``pid`` runs (a zombie does not) and, when ``start`` is known, is the same process."""
     if not pid:
         return False
     try:
@@ -152,13 +156,13 @@ def pid_alive(pid: int | None, start: str = "") -> bool:
         return False
     except PermissionError:
         pass
-    if start:
-        now = proc_start_time(pid)
-        if now and now != start:
-            return False
-        if not now and os.path.isdir("/proc"):
-            return False  # the pid is gone (or a zombie whose stat vanished)
-    return True
+    try:
+        fields = _stat_fields(pid)
+    except (OSError, ValueError):
+        return not os.path.isdir("/proc")  # no procfs: trust kill(0); with one, the pid just went
+    if fields[0] in (b"Z", b"X"):
+        return False
+    return not start or fields[19].decode() == start
 
 
 def find_process_with_env(name: str, value: str) -> int | None:
