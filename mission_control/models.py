@@ -211,8 +211,10 @@ def open_database(database: str, create: bool = False) -> pw.Database:
                 raise StoreError(f"{database}: no database here yet (run `mc init`)")
             if not os.access(path.parent, os.W_OK):
                 raise StoreError(f"{database}: the directory {path.parent} is not writable")
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError as exc:
+                raise StoreError(f"{database}: cannot create the database: {exc.strerror}") from None
         real = pw.SqliteDatabase(
             str(path),
             pragmas={

@@ -4,7 +4,7 @@ The ticket body holds a line ``script: a, b, c``: the k-th time this agent runs 
 does the k-th step (the last one repeats). Steps: ``pass``, ``fail``, ``uncertain`` (print
 ``DONE: <sha>``; the sha tells the scripted reviewer which verdict to give), ``die`` (exit 1
 without DONE), ``hang`` (sleep until killed), ``todo`` (DONE, with "TODO" in the log).
-It counts its runs in ``$MC_DEMO_STATE/<ticket>.runs``.
+It counts its runs in ``$MC_DEMO_STATE/<ticket>.runs`` and first sleeps ``$MC_DEMO_DELAY`` seconds.
 """
 
 import os
@@ -28,6 +28,7 @@ def main() -> int:
     counter = state / f"{ticket}.runs"
     run = int(counter.read_text()) + 1 if counter.exists() else 1
     counter.write_text(str(run))
+    time.sleep(float(os.environ.get("MC_DEMO_DELAY", "0")))
     plan = steps(prompt)
     step = plan[min(run, len(plan)) - 1]
     print(f"agent: {ticket} run {run} attempt {os.environ['MC_ATTEMPT']}: {step}")
