@@ -90,37 +90,37 @@ class PluginInfo:
 
 
 class _HookCall:
-    __slots__ = ("name", "impls", "firstresult", "mode")
+    __slots__ = ("name", "impls", "firstresult", "mode", "transactional", "calls")
 
     def __init__(self, name: str, impls: list[pluggy.HookImpl], firstresult: bool) -> None:
         self.name = name
         self.impls = impls  # already in call order
         self.firstresult = firstresult
         self.mode = "veto" if name in FAIL_CLOSED else "must" if name in MUST_SUCCEED else "notify"
+        self.transactional = name in TRANSACTIONAL
+        self.calls = [(impl.function, tuple(impl.argnames), impl.plugin_name) for impl in impls]
 
     def __call__(self, **kwargs: Any) -> Any:
         controller: HostFacade = kwargs["controller"]
         results = []
-        for impl in self.impls:
-            args = [kwargs[name] for name in impl.argnames]
-            plugin = impl.plugin_name
+        for function, argnames, plugin in self.calls:
+            previous = controller.actor
             try:
-                if self.name in TRANSACTIONAL:
+                if self.transactional:
                     with controller.plugin_scope(plugin, self.name):
-                        result = impl.function(*args)
+                        result = function(*[kwargs[name] for name in argnames])
                 else:
-                    previous, controller.actor = controller.actor, plugin
-                    try:
-                        result = impl.function(*args)
-                    finally:
-                        controller.actor = previous
+                    controller.actor = plugin
+                    result = function(*[kwargs[name] for name in argnames])
             except Exception as exc:
+                controller.actor = previous
                 controller.record_plugin_error(plugin, self.name, exc, kwargs.get("ticket"))
                 if self.mode == "veto":
                     return Veto(f"{plugin} failed in {self.name} ({type(exc).__name__}: {exc}); failing closed", plugin)
                 if self.mode == "must":
                     raise PluginFailed(plugin, self.name, exc) from exc
                 continue
+            controller.actor = previous
             if result is None:
                 continue
             if self.firstresult:

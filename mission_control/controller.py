@@ -25,6 +25,8 @@ from mission_control.models import (
     Ticket,
     WorkerRun,
     db,
+    insert_row,
+    update_row,
 )
 
 RELEASED = ("todo", "done", "needs_input")
@@ -141,25 +143,26 @@ class Controller:
         self, ticket: Ticket | None, action: str, detail: str = "", kind: str | None = None, actor: str | None = None
     ) -> None:
         """Append an event to the audit trail."""
-        Event.insert(
+        insert_row(
+            Event,
             ticket=ticket.id if ticket is not None else None,
             action=action,
             actor=actor or self.actor,
             kind=kind or ("manual" if self.manual else "action"),
             detail=detail,
             created_at=time.time(),
-        ).execute()
+        )
 
     def _update(self, ticket: Ticket, **fields: Any) -> None:
         fields["updated_at"] = time.time()
-        Ticket.update(**fields).where(Ticket.id == ticket.id).execute()
+        update_row(Ticket, ticket.id, **fields)
         for name, value in fields.items():
             setattr(ticket, name, value)
 
     def comment(self, ticket: Ticket, body: str, author: str | None = None) -> None:
         """Add a comment to the ticket (author: the current actor unless given)."""
         with db.atomic():
-            Comment.insert(ticket=ticket.id, author=author or self.actor, body=body, created_at=time.time()).execute()
+            insert_row(Comment, ticket=ticket.id, author=author or self.actor, body=body, created_at=time.time())
             self._update(ticket)
 
     def set_status(self, ticket: Ticket, status: str, why: str = "", **fields: Any) -> None:

@@ -22,15 +22,35 @@ def killswitch_path(root: str | os.PathLike[str] | None = None) -> Path:
     return Path(root if root is not None else os.environ.get("MC_ROOT", ".")) / KILLSWITCH_FILE
 
 
+_PATHS: dict[object, tuple[str, str]] = {}
+_SEARCHABLE: dict[str, float] = {}
+
+
 def killswitch_active(root: str | os.PathLike[str] | None = None) -> bool:
-    """True while the kill-switch is engaged for ``root``; True as well if checking fails."""
+    """True while the kill-switch is engaged for ``root``; True as well if checking fails.
+
+    Called before every automatic action, so it avoids exceptions and path objects on the hot path.
+    """
     try:
-        env = os.environ.get("MC_KILLSWITCH", "")
-        if env not in ("", "0"):
+        env = os.environ.get("MC_KILLSWITCH")
+        if env and env != "0":
             return True  # "1", and anything unrecognised: fail closed
-        os.stat(killswitch_path(root))
-        return True
-    except FileNotFoundError:
+        paths = _PATHS.get(root) if root is not None else None
+        if paths is None:
+            path = killswitch_path(root)
+            paths = (str(path), str(path.parent))
+            if root is not None:
+                _PATHS[root] = paths
+        if os.access(paths[0], os.F_OK):
+            return True
+        # Absent, or the MC root cannot be searched (then we cannot tell): fail closed for the latter.
+        # The root's permissions rarely change, so that second look is made at most once a second.
+        now = time.monotonic()
+        if _SEARCHABLE.get(paths[1], 0.0) > now:
+            return False
+        if not os.access(paths[1], os.X_OK):
+            return True
+        _SEARCHABLE[paths[1]] = now + 1.0
         return False
     except Exception:
         return True

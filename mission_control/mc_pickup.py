@@ -29,10 +29,12 @@ from mission_control import faults, shadow_reviewer
 from mission_control import ticket_runtime as rt
 from mission_control.controller import Controller, short
 from mission_control.luci_operator import Operator
-from mission_control.models import ACTIVE, Ticket, WorkerRun, database_id, write
+from mission_control.models import ACTIVE, ShadowReview, Ticket, WorkerRun, database_id, update_row, write
 from mission_control.models import Controller as ControllerRow
 
 MAX_ATTEMPTS = 50  # a backstop: no ticket is ever started more often than this
+MAX_REVIEW_STARTS = 3  # a review started this often without finishing is recorded as uncertain
+FENCE_INTERVAL = 0.5  # seconds between checks that this controller still holds its running tickets
 
 
 class VetoLog:
@@ -75,6 +77,9 @@ class Pickup:
         self.next_heartbeat = 0.0
         self.next_recovery = 0.0
         self.next_sweep = time.time() + config.operator.interval
+        self.dirty = True  # something may have happened since the last pass
+        self.next_poll = 0.0
+        self.next_fence = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -107,11 +112,12 @@ class Pickup:
                     break
                 progressed = self.step()
                 idle = self.until_idle and not progressed and not self.watcher.processes
-                if idle and not self.recover(force=True) and not self.step():
+                if idle and not self.recover(force=True) and not self.step(force=True):
                     break
-                timeout = 0.0 if progressed else self.config.poll_interval
-                for process in self.watcher.wait(timeout):
-                    self.on_exit(process)
+                timeout = 0.0 if self.dirty else max(0.0, self.next_poll - time.monotonic())
+                exited = self.watcher.wait(timeout)
+                if exited:
+                    self.record_exits(exited)
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
@@ -186,13 +192,28 @@ class Pickup:
     # -- the tick ------------------------------------------------------------------------------
 
     def ask(self, action: str, ticket: Ticket | None) -> bool:
-        """Ask the plugins whether an automatic action may go ahead (logging a veto once)."""
+        """Ask the plugins whether an automatic action may go ahead (logging a veto once).
+
+        Called inside the transaction that performs the action, so an action either commits before
+        a veto (e.g. the kill-switch) appears, or not at all while it holds.
+        """
         veto = self.plugins.hook.before_auto_action(action=action, ticket=ticket, controller=self.controller)
         return not self.vetoes.held(action, ticket, veto)
 
-    def step(self) -> bool:
-        """One pass: fence running work, apply reports, start reviews, dispatch. True if anything moved."""
-        self.fence()
+    def step(self, force: bool = False) -> bool:
+        """Fence running work, apply reports, start reviews, dispatch. True if anything moved.
+
+        Skipped (cheaply) unless something happened here since the last pass (``dirty``), or the
+        poll interval is due (changes made by other processes), or ``force``.
+        """
+        now = time.monotonic()
+        if not (force or self.dirty or now >= self.next_poll):
+            return False
+        self.dirty = False
+        self.next_poll = now + self.config.poll_interval
+        if now >= self.next_fence:
+            self.next_fence = now + FENCE_INTERVAL
+            self.fence()
         progressed = self.harvest()
         if not self.stopping:
             progressed = self.dispatch() or progressed
@@ -206,28 +227,20 @@ class Pickup:
         running = [p for p in self.watcher.processes.values() if not p.stopped]
         if not running:
             return
-        tokens = {
+        holders = {
             row.id: (row.claimed_by, row.claim_token)
             for row in Ticket.select(Ticket.id, Ticket.claimed_by, Ticket.claim_token).where(
                 Ticket.id.in_({p.ticket_id for p in running})
             )
         }
-        runs = {
-            r.id: r.token
-            for r in WorkerRun.select(WorkerRun.id, WorkerRun.token).where(
-                WorkerRun.id.in_({p.run_id for p in running})
-            )
-        }
         for process in running:
-            holder = tokens.get(process.ticket_id)
-            if holder is None or holder != (self.me.id, runs.get(process.run_id)):
+            if holders.get(process.ticket_id) != (self.me.id, process.token):
                 self.watcher.stop(process, "stopped: the ticket is no longer this controller's")
 
     def harvest(self) -> bool:
         """Apply stored reports of this controller's tickets; start the reviews they wait for."""
-        progressed = False
         pending = list(
-            WorkerRun.select()
+            WorkerRun.select(WorkerRun, Ticket)
             .join(Ticket)
             .where(
                 (Ticket.claimed_by == self.me.id)
@@ -237,123 +250,123 @@ class Pickup:
             )
             .order_by(WorkerRun.id)
         )
-        for run in pending:
-            ticket = Ticket.get_by_id(run.ticket_id)
-            if (
-                run.outcome == "done"
-                and self.config.reviewer.enabled
-                and self.controller.review_for(ticket, run.done_sha) is None
+        if not pending:
+            return False
+        reviews: dict[tuple[int, str], ShadowReview] = {}
+        if self.config.reviewer.enabled:
+            for review in (
+                ShadowReview.select()
+                .where(ShadowReview.ticket.in_({run.ticket_id for run in pending if run.outcome == "done"}))
+                .order_by(ShadowReview.id)
             ):
-                progressed = self.maybe_review(run, ticket) or progressed
-                continue
-            progressed = self.apply(run) or progressed
-        return progressed
+                reviews[(review.ticket_id, review.done_sha)] = review
+        to_apply, to_review = [], []
+        for run in pending:
+            waiting = run.outcome == "done" and self.config.reviewer.enabled
+            if waiting and (run.ticket_id, run.done_sha) not in reviews:
+                to_review.append(run)
+            else:
+                to_apply.append((run, reviews.get((run.ticket_id, run.done_sha))))
+        progressed = self.apply(to_apply) if to_apply else False
+        return self.start_reviews(to_review) or progressed
 
-    def maybe_review(self, run: WorkerRun, ticket: Ticket) -> bool:
-        """Start the shadow reviewer for a reported sha, if there is a command, a slot and no veto."""
+    def start_reviews(self, runs: list[WorkerRun]) -> bool:
+        """Start the shadow reviewer for reported shas, as slots allow and no veto holds."""
         command = self.config.reviewer.command
-        if command is None or ("review", run.id) in self.watcher.processes or self.free_slots() <= 0:
+        runs = [run for run in runs if ("review", run.id) not in self.watcher.processes]
+        if command is None or not runs or self.free_slots() <= 0:
             return False
+        runs = runs[: self.free_slots()]
 
-        def gate() -> bool:
-            if not self.ask("review", ticket):
-                return False
-            self.controller.record(ticket, "review", f"reviewing {run.done_sha[:12]} (attempt {run.attempt})")
-            return True
+        def gate() -> list[WorkerRun]:
+            allowed = []
+            for run in runs:
+                if not self.ask("review", run.ticket):
+                    continue
+                if run.review_starts >= MAX_REVIEW_STARTS:  # reviews that never finish must not loop
+                    reason = f"the review was started {run.review_starts} times and never finished"
+                    self.store_verdict(run, run.ticket, "uncertain", [reason], [])
+                    continue
+                update_row(WorkerRun, run.id, review_starts=run.review_starts + 1)
+                sha = run.done_sha[:12]
+                self.controller.record(run.ticket, "review", f"reviewing {sha} (attempt {run.attempt})")
+                allowed.append(run)
+            return allowed
 
-        if not write(gate):
-            return False
-        log_dir = rt.private_dir(self.config.root / "logs" / ticket.key)
-        prompt_file = log_dir / f"{run.attempt}.prompt.md"
-        values = {
-            "ticket": ticket.key,
-            "sha": run.done_sha,
-            "repo": ticket.repo or str(self.config.root),
-            "prompt_file": str(prompt_file),
-        }
-        argv = rt.render(command, values)
-        env = {
-            **os.environ,
-            "MC_TICKET": ticket.key,
-            "MC_SHA": run.done_sha or "",
-            "MC_REPO": values["repo"],
-            "MC_PROMPT_FILE": str(prompt_file),
-        }
-        stdout = log_dir / f"{run.attempt}.review.log"
-        try:
-            process = rt.spawn(
-                "review",
-                run.id,
-                ticket.id,
-                argv,
-                Path(ticket.repo or self.config.root),
-                env,
-                stdout,
-                log_dir / f"{run.attempt}.review.err",
-                self.config.reviewer.timeout,
-            )
-        except OSError as exc:
-            self.record_verdict(run, ticket, "uncertain", [f"the reviewer could not start: {exc}"], [])
-            return True
-        self.watcher.add(process)
-
-        write(
-            lambda: (
-                WorkerRun.update(review_pid=process.pid, review_proc_start=process.start)
-                .where(WorkerRun.id == run.id)
-                .execute()
-            )
-        )
-        return True
-
-    def record_verdict(self, run: WorkerRun, ticket: Ticket, verdict: str, reasons: list[str], gaps: list[str]) -> None:
-        def store() -> None:
-            if self.controller.review_for(ticket, run.done_sha) is None:
-                shadow_reviewer.store_verdict(ticket.id, run.done_sha, verdict, reasons, gaps)
-                self.controller.record(
-                    ticket,
-                    "verdict",
-                    f"{verdict} for {run.done_sha[:12]}: {short('; '.join(reasons) or 'no reasons', 160)}",
-                    kind="report",
-                    actor=shadow_reviewer.REVIEWER_NAME,
+        started = []
+        for run in write(gate):
+            ticket = run.ticket
+            log_dir = rt.private_dir(self.config.root / "logs" / ticket.key)
+            prompt_file = log_dir / f"{run.attempt}.prompt.md"
+            repo = ticket.repo or str(self.config.root)
+            values = {"ticket": ticket.key, "sha": run.done_sha, "repo": repo, "prompt_file": str(prompt_file)}
+            env = {
+                **os.environ,
+                "MC_TICKET": ticket.key,
+                "MC_SHA": run.done_sha,
+                "MC_REPO": repo,
+                "MC_PROMPT_FILE": str(prompt_file),
+            }
+            try:
+                process = rt.spawn(
+                    "review",
+                    run.id,
+                    ticket.id,
+                    rt.render(command, values),
+                    Path(repo),
+                    env,
+                    log_dir / f"{run.attempt}.review.log",
+                    log_dir / f"{run.attempt}.review.err",
+                    self.config.reviewer.timeout,
                 )
-            WorkerRun.update(review_pid=None).where(WorkerRun.id == run.id).execute()
+            except OSError as exc:
+                self.store_exits([], [(run, ticket, "uncertain", [f"the reviewer could not start: {exc}"], [])])
+                continue
+            process.token = run.token
+            self.watcher.add(process)
+            started.append(process)
+        if started:
+            faults.crash_point("review:after-spawn")
+        self.note_pids(started)
+        return bool(started)
 
-        write(store)
-
-    def apply(self, run: WorkerRun) -> bool:
-        """Apply one attempt's report to its ticket, exactly once, in one transaction that also asks
-        ``before_auto_action("harvest")`` (so nothing is applied after the kill-switch engaged).
-        Returns whether it was applied."""
+    def apply(self, batch: list[tuple[WorkerRun, ShadowReview | None]]) -> bool:
+        """Apply attempts' reports to their tickets, each exactly once, in one transaction that also
+        asks ``before_auto_action("harvest")`` for each. Returns whether any was applied."""
         me = self.me.id
 
-        def effect() -> bool:
-            ticket = Ticket.get_by_id(run.ticket_id)
-            if ticket.claimed_by != me or ticket.claim_token != run.token or not self.ask("harvest", ticket):
-                return False
-            applied = (
-                WorkerRun.update(applied_at=time.time())
-                .where((WorkerRun.id == run.id) & WorkerRun.applied_at.is_null())
-                .execute()
-            )
-            if not applied:
-                return False
-            faults.crash_point("apply:before-effects")
-            if run.outcome == "died":
-                self.apply_death(ticket, run)
-            else:
-                self.apply_done(ticket, run)
+        def effects() -> bool:
+            applied_any = False
+            for run, review in batch:
+                ticket = run.ticket
+                if not self.ask("harvest", ticket):
+                    continue
+                # Fenced and exactly once: only while this controller's claim is the run's, only once.
+                claim = Ticket.select(Ticket.claim_token).where((Ticket.id == ticket.id) & (Ticket.claimed_by == me))
+                applied = (
+                    WorkerRun.update(applied_at=time.time())
+                    .where((WorkerRun.id == run.id) & WorkerRun.applied_at.is_null() & (WorkerRun.token == claim))
+                    .execute()
+                )
+                if not applied:
+                    continue
+                faults.crash_point("apply:before-effects")
+                if run.outcome == "died":
+                    self.apply_death(ticket, run)
+                else:
+                    self.apply_done(ticket, run, review)
+                applied_any = True
             faults.crash_point("apply:before-commit")
-            return True
+            return applied_any
 
-        applied = write(effect)
+        applied = write(effects)
         faults.crash_point("apply:after-commit")
         self.controller.flush_escalations()
         return applied
 
     def apply_death(self, ticket: Ticket, run: WorkerRun) -> None:
-        Ticket.update(death_count=Ticket.death_count + 1).where(Ticket.id == ticket.id).execute()
         ticket.death_count += 1
+        update_row(Ticket, ticket.id, death_count=ticket.death_count)
         death = rt.Death(run.exit_code, run.signal, run.timed_out, run.log_tail or "", run.death_reason or "died")
         try:
             handled = self.plugins.hook.on_worker_death(ticket=ticket, death=death, controller=self.controller)
@@ -364,8 +377,7 @@ class Pickup:
             self.controller.set_status(ticket, "needs_input", f"worker died ({death.reason})")
             self.controller.comment(ticket, "Worker died unexpectedly.")
 
-    def apply_done(self, ticket: Ticket, run: WorkerRun) -> None:
-        review = self.controller.review_for(ticket, run.done_sha) if self.config.reviewer.enabled else None
+    def apply_done(self, ticket: Ticket, run: WorkerRun, review: ShadowReview | None) -> None:
         try:
             handled = self.plugins.hook.on_done_sentinel(
                 ticket=ticket, done_sha=run.done_sha, review=review, controller=self.controller
@@ -383,88 +395,79 @@ class Pickup:
     # -- dispatch ------------------------------------------------------------------------------
 
     def dispatch(self) -> bool:
-        """Claim and start todo tickets while there are free slots."""
+        """Claim todo tickets for the free slots (one transaction for the batch) and start them."""
         free = self.free_slots()
         if free <= 0:
             return False
-        candidates = list(Ticket.select().where(Ticket.status == "todo").order_by(Ticket.id).limit(free * 4))
+        candidates = list(Ticket.select().where(Ticket.status == "todo").order_by(Ticket.id).limit(free))
         if not candidates:
             return False
-        started = False
-        for ticket in candidates:
-            if self.free_slots() <= 0:
-                break
-            claim = self.claim(ticket)
-            if claim is not None:
-                faults.crash_point("dispatch:after-claim")
-                self.start_worker(*claim)
-                started = True
-        return started
-
-    def claim(self, seen: Ticket) -> tuple[Ticket, WorkerRun] | None:
-        """Atomically take a todo ticket and count the attempt; None if someone else got it first."""
-        me = self.me.id
-        profile_name = seen.worker if seen.worker in self.config.workers else "default"
-
-        def take() -> tuple[Ticket, WorkerRun] | None:
-            ticket = Ticket.get_by_id(seen.id)
-            if ticket.status != "todo" or not self.ask("dispatch", ticket):
-                return None
-            if ticket.attempts >= MAX_ATTEMPTS:
-                self.controller.escalate(
-                    ticket,
-                    f"Started {ticket.attempts} times without finishing. Needs {self.config.owner_title} decision.",
-                )
-                return None
-            fields: dict[str, Any] = {
-                "status": "in_progress",
-                "claimed_by": me,
-                "claim_token": ticket.claim_token + 1,
-                "attempts": ticket.attempts + 1,
-                "pending_feedback": None,
-                "updated_at": time.time(),
-            }
-            if ticket.attempts == 0:
-                fields["review_cycles"] = 0  # first move from todo to in_progress
-            taken = (
-                Ticket.update(**fields)
-                .where(
-                    (Ticket.id == ticket.id) & (Ticket.status == "todo") & (Ticket.claim_token == ticket.claim_token)
-                )
-                .execute()
-            )
-            if not taken:
-                return None
-            feedback = ticket.pending_feedback
-            for name, value in fields.items():
-                setattr(ticket, name, value)
-            log = self.config.root / "logs" / ticket.key / f"{ticket.attempts}.log"
-            run = WorkerRun.create(
-                ticket=ticket.id,
-                attempt=ticket.attempts,
-                profile=profile_name,
-                session=rt.session_id(self.db_id, ticket.key, profile_name),
-                controller=me,
-                token=ticket.claim_token,
-                host=self.host,
-                log_path=str(log),
-                feedback=feedback,
-                started_at=time.time(),
-            )
-            detail = f"attempt {run.attempt} started (worker {profile_name})" + (
-                " with reviewer feedback" if feedback else ""
-            )
-            self.controller.record(ticket, "dispatch", detail)
-            return ticket, run
-
         try:
-            claimed = write(take)
+            claimed = write(lambda: [c for c in (self.claim(seen) for seen in candidates) if c is not None])
         except pw.IntegrityError:
-            return None
+            claimed = []
         self.controller.flush_escalations()
-        return claimed
+        started = []
+        for ticket, run in claimed:
+            faults.crash_point("dispatch:after-claim")
+            process = self.start_worker(ticket, run)
+            if process is not None:
+                started.append(process)
+        if started:
+            faults.crash_point("dispatch:after-spawn")
+        self.note_pids(started)
+        return bool(claimed)
 
-    def start_worker(self, ticket: Ticket, run: WorkerRun) -> None:
+    def claim(self, ticket: Ticket) -> tuple[Ticket, WorkerRun] | None:
+        """Inside the dispatch transaction: take one todo ticket and count the attempt, unless a veto
+        holds or someone else got it first (the update is conditional on the claim token)."""
+        if not self.ask("dispatch", ticket):
+            return None
+        if ticket.attempts >= MAX_ATTEMPTS:
+            self.controller.escalate(
+                ticket, f"Started {ticket.attempts} times without finishing. Needs {self.config.owner_title} decision."
+            )
+            return None
+        me = self.me.id
+        fields: dict[str, Any] = {
+            "status": "in_progress",
+            "claimed_by": me,
+            "claim_token": ticket.claim_token + 1,
+            "attempts": ticket.attempts + 1,
+            "pending_feedback": None,
+            "updated_at": time.time(),
+        }
+        if ticket.attempts == 0:
+            fields["review_cycles"] = 0  # first move from todo to in_progress
+        taken = (
+            Ticket.update(**fields)
+            .where((Ticket.id == ticket.id) & (Ticket.status == "todo") & (Ticket.claim_token == ticket.claim_token))
+            .execute()
+        )
+        if not taken:
+            return None
+        feedback = ticket.pending_feedback
+        for name, value in fields.items():
+            setattr(ticket, name, value)
+        profile = ticket.worker if ticket.worker in self.config.workers else "default"
+        run = WorkerRun.create(
+            ticket=ticket.id,
+            attempt=ticket.attempts,
+            profile=profile,
+            session=rt.session_id(self.db_id, ticket.key, profile),
+            controller=me,
+            token=ticket.claim_token,
+            host=self.host,
+            log_path=str(self.config.root / "logs" / ticket.key / f"{ticket.attempts}.log"),
+            feedback=feedback,
+            started_at=time.time(),
+        )
+        detail = f"attempt {run.attempt} started (worker {profile})" + (" with reviewer feedback" if feedback else "")
+        self.controller.record(ticket, "dispatch", detail)
+        return ticket, run
+
+    def start_worker(self, ticket: Ticket, run: WorkerRun) -> rt.Process | None:
+        """Write the prompt file and start the worker; a command that cannot start is a dead worker."""
         profile = self.config.workers.get(run.profile, self.config.workers["default"])
         log_dir = rt.private_dir(self.config.root / "logs" / ticket.key)
         prompt_file = log_dir / f"{run.attempt}.prompt.md"
@@ -503,78 +506,132 @@ class Pickup:
             )
         except OSError as exc:
             self.record_report(run, ticket.id, None, death=(None, None, False, f"could not start: {exc}"))
-            return
+            self.dirty = True
+            return None
+        process.token = run.token
         self.watcher.add(process)
-        faults.crash_point("dispatch:after-spawn")
-        write(
-            lambda: WorkerRun.update(pid=process.pid, proc_start=process.start).where(WorkerRun.id == run.id).execute()
-        )
+        return process
+
+    def note_pids(self, processes: list[rt.Process]) -> None:
+        """Record the pids of just-started processes (one transaction), for recovery after a crash."""
+        if not processes:
+            return
+
+        def store() -> None:
+            for p in processes:
+                if p.kind == "worker":
+                    update_row(WorkerRun, p.run_id, pid=p.pid, proc_start=p.start)
+                else:
+                    update_row(WorkerRun, p.run_id, review_pid=p.pid, review_proc_start=p.start)
+
+        write(store)
 
     # -- reports -------------------------------------------------------------------------------
 
-    def on_exit(self, process: rt.Process) -> None:
-        """A watched process ended: store what it reported (before anything acts on it)."""
-        run = WorkerRun.get_by_id(process.run_id)
-        if process.kind == "review":
-            failure = None
-            if process.timed_out:
-                failure = f"timed out after {self.config.reviewer.timeout:g}s"
-            elif process.stopped:
-                failure = process.stopped
-            elif process.signal is not None or (process.exit_code or 0) != 0:
-                failure = rt.describe_death(process)
-            verdict, reasons, gaps = shadow_reviewer.judge(process.stdout_path, failure)
-            self.record_verdict(run, Ticket.get_by_id(run.ticket_id), verdict, reasons, gaps)
-            return
-        sha = None if process.timed_out else rt.find_sentinel(process.stdout_path)
-        death = None
-        if sha is None:
-            death = (process.exit_code, process.signal, process.timed_out, rt.describe_death(process))
-        self.record_report(run, process.ticket_id, sha, death)
+    def record_exits(self, processes: list[rt.Process]) -> None:
+        """Processes ended: read what they reported (outside the transaction), then store it all in
+        one transaction, before anything acts on it."""
+        workers: list[tuple[rt.Process, str | None, tuple[int | None, int | None, bool, str] | None, str]] = []
+        verdicts = []
+        for process in processes:
+            if process.kind == "review":
+                failure = None
+                if process.timed_out:
+                    failure = f"timed out after {self.config.reviewer.timeout:g}s"
+                elif process.stopped:
+                    failure = process.stopped
+                elif process.signal is not None or (process.exit_code or 0) != 0:
+                    failure = rt.describe_death(process)
+                verdicts.append((process, shadow_reviewer.judge(process.stdout_path, failure)))
+                continue
+            sha = None if process.timed_out else rt.find_sentinel(process.stdout_path)
+            death, tail = None, ""
+            if sha is None:
+                death = (process.exit_code, process.signal, process.timed_out, rt.describe_death(process))
+                tail = rt.read_tail(process.stdout_path) + rt.read_tail(process.stdout_path.with_suffix(".err"))
+            workers.append((process, sha, death, tail[-4096:]))
+        runs = {
+            r.id: r
+            for r in WorkerRun.select(WorkerRun, Ticket)
+            .join(Ticket)
+            .where(WorkerRun.id.in_([p.run_id for p in processes]))
+        }
+        reports = [(runs[p.run_id], sha, death, tail) for p, sha, death, tail in workers]
+        judged = [(runs[p.run_id], runs[p.run_id].ticket, *verdict) for p, verdict in verdicts]
+        self.store_exits(reports, judged)
 
-    def record_report(
-        self, run: WorkerRun, ticket_id: int, sha: str | None, death: tuple[int | None, int | None, bool, str] | None
-    ) -> None:
-        """Store a worker's report on its run (and the sha on the ticket) in one transaction."""
-        tail = (
-            "" if sha else (rt.read_tail(run.log_path) + rt.read_tail(Path(run.log_path).with_suffix(".err")))[-4096:]
-        )
+    def store_exits(self, reports: list, judged: list) -> None:
+        """Store worker reports and review verdicts (one transaction)."""
 
         def store() -> None:
-            current = WorkerRun.get_by_id(run.id)
-            if current.outcome != "running":
-                return
-            fields: dict[str, Any] = {"ended_at": time.time()}
-            ticket = Ticket.get_by_id(ticket_id)
-            fenced = ticket.claim_token == current.token
-            if sha:
-                fields.update(outcome="done", done_sha=sha)
-                detail = f"attempt {current.attempt} reported DONE {sha[:12]}"
-            else:
-                exit_code, sig, timed_out, reason = death
-                fields.update(
-                    outcome="died",
-                    exit_code=exit_code,
-                    signal=sig,
-                    timed_out=timed_out,
-                    death_reason=reason,
-                    log_tail=tail,
-                )
-                detail = f"attempt {current.attempt} died: {reason}"
-            if not fenced:
-                fields["applied_at"] = time.time()  # consumed: the ticket moved on without it
-                detail += " (not applied: the ticket was changed meanwhile)"
-            WorkerRun.update(**fields).where(WorkerRun.id == run.id).execute()
-            if sha and fenced:
-                status = "in_review" if self.config.reviewer.enabled else ticket.status
-                Ticket.update(done_sha=sha, status=status, updated_at=time.time()).where(
-                    Ticket.id == ticket.id
-                ).execute()
-            self.controller.record(ticket, "report", detail, kind="report", actor="worker")
+            for run, sha, death, tail in reports:
+                self.store_report(run, run.ticket, sha, death, tail)
+            for run, ticket, verdict, reasons, gaps in judged:
+                self.store_verdict(run, ticket, verdict, reasons, gaps)
             faults.crash_point("report:before-commit")
 
         write(store)
         faults.crash_point("report:after-commit")
+        self.dirty = True
+
+    def store_verdict(self, run: WorkerRun, ticket: Ticket, verdict: str, reasons: list[str], gaps: list[str]) -> None:
+        """Inside a transaction: the shadow review of the run's sha, unless one is already stored."""
+        if self.controller.review_for(ticket, run.done_sha) is None:
+            shadow_reviewer.store_verdict(ticket.id, run.done_sha, verdict, reasons, gaps)
+            summary = short("; ".join(reasons) or "no reasons", 160)
+            self.controller.record(
+                ticket,
+                "verdict",
+                f"{verdict} for {run.done_sha[:12]}: {summary}",
+                kind="report",
+                actor=shadow_reviewer.REVIEWER_NAME,
+            )
+        update_row(WorkerRun, run.id, review_pid=None)
+        self.dirty = True
+
+    def record_report(
+        self, run: WorkerRun, ticket_id: int, sha: str | None, death: tuple[int | None, int | None, bool, str] | None
+    ) -> None:
+        """Store one worker's report (recovery and start failures; exits go through record_exits)."""
+        tail = ""
+        if sha is None:
+            tail = (rt.read_tail(run.log_path) + rt.read_tail(Path(run.log_path).with_suffix(".err")))[-4096:]
+        write(lambda: self.store_report(run, Ticket.get_by_id(ticket_id), sha, death, tail))
+        self.dirty = True
+
+    def store_report(
+        self,
+        run: WorkerRun,
+        ticket: Ticket,
+        sha: str | None,
+        death: tuple[int | None, int | None, bool, str] | None,
+        tail: str,
+    ) -> None:
+        """Inside a transaction: the report on its run (once), and the sha on a still-held ticket."""
+        fields: dict[str, Any] = {"ended_at": time.time()}
+        if sha:
+            fields.update(outcome="done", done_sha=sha)
+            detail = f"attempt {run.attempt} reported DONE {sha[:12]}"
+        else:
+            exit_code, sig, timed_out, reason = death
+            fields.update(
+                outcome="died", exit_code=exit_code, signal=sig, timed_out=timed_out, death_reason=reason, log_tail=tail
+            )
+            detail = f"attempt {run.attempt} died: {reason}"
+        token = Ticket.select(Ticket.claim_token).where(Ticket.id == ticket.id).scalar()
+        fenced = token == run.token
+        if not fenced:
+            fields["applied_at"] = time.time()  # consumed: the ticket moved on without it
+            detail += " (not applied: the ticket was changed meanwhile)"
+        stored = WorkerRun.update(**fields).where((WorkerRun.id == run.id) & (WorkerRun.outcome == "running")).execute()
+        if not stored:
+            return  # already recorded
+        for name, value in fields.items():
+            setattr(run, name, value)
+        if sha and fenced:
+            status = "in_review" if self.config.reviewer.enabled else ticket.status
+            update_row(Ticket, ticket.id, done_sha=sha, status=status, updated_at=time.time())
+        self.controller.record(ticket, "report", detail, kind="report", actor="worker")
 
     # -- recovery ------------------------------------------------------------------------------
 
@@ -631,8 +688,13 @@ class Pickup:
             self.controller.record(seen, "recover", "taken over from a controller that is gone", kind="host")
             return token
 
-        if write(transfer) is None or run is None or run.token != seen.claim_token:
+        token = write(transfer)
+        if token is None:
             return
+        self.dirty = True
+        if run is None or run.token != seen.claim_token:
+            return
+        run.token = token
         if run.review_pid:
             rt.kill_group(run.review_pid)  # rerun the review; reviews have no effects
             WorkerRun.update(review_pid=None).where(WorkerRun.id == run.id).execute()
@@ -644,9 +706,11 @@ class Pickup:
             pid = rt.find_process_with_env("MC_RUN_ID", f"{self.db_id}:{run.id}")
         if run.host == self.host and pid and rt.pid_alive(pid, run.proc_start if run.pid else ""):
             start = run.proc_start or rt.proc_start_time(pid)
-            self.watcher.add(
-                rt.adopt("worker", run.id, seen.id, pid, start, Path(run.log_path), run.started_at + profile.timeout)
+            adopted = rt.adopt(
+                "worker", run.id, seen.id, pid, start, Path(run.log_path), run.started_at + profile.timeout
             )
+            adopted.token = token
+            self.watcher.add(adopted)
             write(
                 lambda: self.controller.record(
                     seen, "recover", f"adopted attempt {run.attempt} (pid {pid})", kind="host"

@@ -155,6 +155,7 @@ class WorkerRun(BaseModel):
     feedback = pw.TextField(null=True)
     applied_at = pw.FloatField(null=True)
     review_pid = pw.IntegerField(null=True)
+    review_starts = pw.IntegerField(default=0)
     review_proc_start = pw.CharField(max_length=32, default="")
 
     class Meta:
@@ -321,6 +322,36 @@ def transaction() -> Iterator[None]:
     """One transaction (or a savepoint, inside one)."""
     with db.atomic():
         yield
+
+
+_STATEMENTS: dict[tuple[Any, ...], tuple[str, tuple[pw.Field, ...]]] = {}
+
+
+def _statement(kind: str, model: type[BaseModel], names: frozenset[str]) -> tuple[str, tuple[pw.Field, ...]]:
+    key = (kind, model, names, type(db.obj))
+    cached = _STATEMENTS.get(key)
+    if cached is None:
+        fields = tuple(f for f in model._meta.sorted_fields if f.name in names)
+        if len(fields) != len(names):
+            raise ValueError(f"{model.__name__} has no field(s) {sorted(names - {f.name for f in fields})}")
+        sample = {f: None for f in fields}
+        query = model.insert(sample) if kind == "insert" else model.update(sample).where(model._meta.primary_key == 0)
+        cached = _STATEMENTS[key] = (query.sql()[0], fields)
+    return cached
+
+
+def insert_row(model: type[BaseModel], **values: Any) -> None:
+    """INSERT one row. The statement is built by peewee once per model and set of columns and then
+    reused: on the controller's hot path, building SQL cost more than running it (see bench/)."""
+    sql, fields = _statement("insert", model, frozenset(values))
+    db.execute_sql(sql, [f.db_value(values[f.name]) for f in fields])
+
+
+def update_row(model: type[BaseModel], row_id: int, **values: Any) -> int:
+    """UPDATE the row with primary key ``row_id`` (statement cached like :func:`insert_row`);
+    returns the number of rows changed."""
+    sql, fields = _statement("update", model, frozenset(values))
+    return db.execute_sql(sql, [*(f.db_value(values[f.name]) for f in fields), row_id]).rowcount
 
 
 def new_ticket(prefix: str, **fields: Any) -> Ticket:

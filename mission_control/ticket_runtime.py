@@ -209,6 +209,7 @@ class Process:
     exit_code: int | None = None
     signal: int | None = None
     stopped: str = ""  # why the controller stopped it, if it did
+    token: int = 0  # the claim token it runs under (fencing)
     started_at: float = field(default_factory=time.time)
 
     @property

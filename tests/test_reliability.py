@@ -78,6 +78,7 @@ def test_crash_campaign_sigkill_controller_at_random_moments(tmp_path: Path) -> 
 
 
 CRASH_POINTS = (
+    "review:after-spawn",
     "dispatch:after-claim",
     "dispatch:after-spawn",
     "report:before-commit",
@@ -94,7 +95,7 @@ def test_a_report_is_applied_exactly_once_whenever_the_controller_dies(tmp_path:
     scripts = [["fail", "die", "pass"], ["die", "die"], ["uncertain"]]
     keys = add_scripted(mc, scripts)
     crashes = 0
-    for _ in range(3):  # crash at the point three times, wherever the work stands then
+    for _ in range(2):  # crash at the point twice (three review starts are bounded: see below)
         result = mc.mc("run", "--until-idle", check=False, env=mc.env(MC_CRASH_AT=point))
         if result.returncode == 0:
             break
@@ -115,6 +116,18 @@ def test_attempts_are_counted_at_start_so_a_crash_loop_ends(tmp_path: Path) -> N
     ticket = mc.show(key)
     assert ticket["status"] in ("done", "needs_input")
     assert ticket["attempts"] <= 50
+
+
+def test_a_review_that_crashes_its_controller_every_time_ends_uncertain(tmp_path: Path) -> None:
+    mc = McRoot(tmp_path / "root", max_workers=1)
+    key = mc.add("its review always crashes the controller")
+    for _ in range(20):
+        if mc.mc("run", "--until-idle", check=False, env=mc.env(MC_CRASH_AT="review:after-spawn")).returncode == 0:
+            break
+    ticket = mc.show(key)
+    assert ticket["status"] == "needs_input"
+    assert [r["verdict"] for r in ticket["reviews"]] == ["uncertain"]
+    assert "started 3 times and never finished" in ticket["reviews"][0]["reasons"][0]
 
 
 def test_three_controllers_on_one_sqlite_database(tmp_path: Path) -> None:

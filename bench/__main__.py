@@ -1,0 +1,469 @@
+"""`python -m bench [--quick]`: Mission Control against its physical floor.
+
+The floor is the cost of the worker and reviewer processes themselves: the same commands spawned from a
+bare Python loop with the same concurrency, no database and no policy. Every figure is printed next to
+its target and written to bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent
+WORKER_DONE = ["sh", "-c", "echo 'DONE: 0123abcd'"]
+# The first attempt of every ticket dies; {attempt} is a separate argument, never part of the script.
+WORKER_RETRY = ["sh", "-c", 'test "$1" -gt 1 && echo "DONE: 0123abcd"', "sh", "{attempt}"]
+REVIEWER_PASS = ["sh", "-c", 'echo \'{"verdict": "pass", "reasons": [], "gaps": []}\'']
+# Reaction latency: each attempt prints its own clock at start; the first one then dies.
+WORKER_CLOCK = ["bash", "-c", 'echo "T $EPOCHREALTIME"; test "$1" -gt 1 && echo "DONE: 0123abcd"', "bash", "{attempt}"]
+BUILTINS = ("review_loop", "dead_worker_retry", "operator_guard", "killswitch")
+
+
+def mc_root(base: Path, name: str, worker: list[str], **overrides: Any) -> Path:
+    root = base / name
+    root.mkdir()
+    config = {
+        "database": "mc.db",
+        "max_workers": 4,
+        "poll_interval": 1.0,
+        "workers": {"default": {"command": worker, "timeout": 600}},
+        "reviewer": {"enabled": True, "command": REVIEWER_PASS, "timeout": 600},
+        "operator": {"interval": 3600},
+        "plugins": {name: {"enabled": True} for name in BUILTINS},
+    }
+    config.update(overrides)
+    (root / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    mc(root, "init")
+    return root
+
+
+def env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MC_")}
+
+
+def mc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mission_control.cli", "--config", str(root / "config.yaml"), *args],
+        capture_output=True,
+        text=True,
+        env=env(),
+        check=True,
+    )
+
+
+def add_tickets(root: Path, count: int) -> None:
+    path = root / "tickets.jsonl"
+    path.write_text("".join(json.dumps({"title": f"bench {i}"}) + "\n" for i in range(count)), encoding="utf-8")
+    mc(root, "ticket", "import", str(path))
+
+
+def run_until_idle(root: Path) -> tuple[float, float]:
+    """Wall time of `mc run --until-idle` and the controller's peak RSS in MB (VmHWM, sampled)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mission_control.cli", "--config", str(root / "config.yaml"), "run", "--until-idle"],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    peak = 0.0
+    while proc.poll() is None:
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: mc run failed: {proc.stderr.read().decode()[-2000:]}")
+    return elapsed, peak
+
+
+def floor(commands: list[list[str]], concurrency: int, workdir: Path) -> float:
+    """Seconds to run ``commands`` from a bare loop, ``concurrency`` at a time, output to files."""
+    logs = workdir / "floor-logs"
+    logs.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    running: dict[int, subprocess.Popen[bytes]] = {}
+    pending = list(reversed(commands))
+    index = 0
+    while pending or running:
+        while pending and len(running) < concurrency:
+            index += 1
+            with open(logs / f"{index}.log", "wb") as out:
+                proc = subprocess.Popen(
+                    pending.pop(),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            running[proc.pid] = proc
+        pid, _ = os.wait()
+        running.pop(pid, None)
+    return time.perf_counter() - start
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+# -- the five figures ----------------------------------------------------------------------------
+
+
+def lifecycle(base: Path, tickets: int) -> dict[str, Any]:
+    root = mc_root(base, "lifecycle", WORKER_DONE)
+    add_tickets(root, tickets)
+    elapsed, _ = run_until_idle(root)
+    floor_s = floor([WORKER_DONE, REVIEWER_PASS] * tickets, 4, base)
+    mc_rate, floor_rate = tickets / elapsed, tickets / floor_s
+    return {
+        "tickets": tickets,
+        "processes": 2 * tickets,
+        "mc_tickets_per_s": mc_rate,
+        "floor_tickets_per_s": floor_rate,
+        "ratio": mc_rate / floor_rate,
+        "target": ">= 0.85",
+    }
+
+
+def retry_path(base: Path, tickets: int) -> dict[str, Any]:
+    root = mc_root(base, "retry", WORKER_RETRY)
+    add_tickets(root, tickets)
+    elapsed, _ = run_until_idle(root)
+    first = ["sh", "-c", 'test "$1" -gt 1 && echo "DONE: 0123abcd"', "sh", "1"]
+    second = ["sh", "-c", 'test "$1" -gt 1 && echo "DONE: 0123abcd"', "sh", "2"]
+    floor_s = floor([first, second, REVIEWER_PASS] * tickets, 4, base)
+    mc_rate, floor_rate = tickets / elapsed, tickets / floor_s
+    return {
+        "tickets": tickets,
+        "processes": 3 * tickets,
+        "mc_tickets_per_s": mc_rate,
+        "floor_tickets_per_s": floor_rate,
+        "ratio": mc_rate / floor_rate,
+        "target": ">= 0.85",
+    }
+
+
+def reaction(base: Path, deaths: int) -> dict[str, Any]:
+    # One slot: the latency of a reaction, not the queueing of a saturated controller (see lifecycle).
+    root = mc_root(base, "reaction", WORKER_CLOCK, reviewer={"enabled": False}, max_workers=1)
+    add_tickets(root, deaths)
+    run_until_idle(root)
+    db = sqlite3.connect(root / "mc.db")
+    latencies = []
+    for (key,) in db.execute("SELECT t.key FROM worker_run r JOIN ticket t ON t.id = r.ticket_id WHERE r.attempt = 1"):
+        died_at = float((root / "logs" / key / "1.log").read_text().split()[1])
+        started_at = float((root / "logs" / key / "2.log").read_text().split()[1])
+        latencies.append((started_at - died_at) * 1000)
+    db.close()
+    switch = killswitch_reaction(base)
+    return {
+        "deaths": len(latencies),
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": percentile(latencies, 0.99),
+        "target_p99_ms": 20,
+        **switch,
+    }
+
+
+def killswitch_reaction(base: Path) -> dict[str, Any]:
+    """Touch .mc_killswitch while tickets flow; how long until the last automatic action."""
+    root = mc_root(base, "killswitch", ["sh", "-c", "sleep 0.05; echo 'DONE: 0123abcd'"], poll_interval=0.5)
+    add_tickets(root, 400)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mission_control.cli", "--config", str(root / "config.yaml"), "run"],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(2.0)
+    touched = time.time()
+    (root / ".mc_killswitch").touch()
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
+    db = sqlite3.connect(root / "mc.db")
+    last = db.execute("SELECT max(created_at) FROM event WHERE kind = 'action'").fetchone()[0]
+    db.close()
+    after_ms = max(0.0, (last - touched) * 1000)
+    return {
+        "killswitch_last_action_after_ms": after_ms,
+        "tick_ms": 500.0,
+        "killswitch_within_one_tick": after_ms <= 500.0,
+    }
+
+
+def build_store(base: Path, name: str, tickets: int) -> Path:
+    """A store with ``tickets`` tickets: 95% done (already swept), 5% parked in needs_input."""
+    root = mc_root(base, name, WORKER_DONE)
+    db = sqlite3.connect(root / "mc.db")
+    now = time.time()
+    rows = [
+        (
+            f"MC-{i}",
+            f"ticket {i}",
+            "",
+            "default",
+            "done" if i % 20 else "needs_input",
+            "0123abcd",
+            1,
+            1 if i % 20 else 0,
+            now,
+            now,
+        )
+        for i in range(1, tickets + 1)
+    ]
+    db.executemany(
+        "INSERT INTO ticket (key, title, body, worker, status, done_sha, attempts, operator_checked, "
+        "created_at, updated_at, review_cycles, death_count, claim_token) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 1)",
+        rows,
+    )
+    db.commit()
+    db.close()
+    return root
+
+
+def scale(base: Path, sizes: tuple[int, int], run_sizes: tuple[int, int]) -> dict[str, Any]:
+    out: dict[str, Any] = {"target": "tick <= 5 ms, sweep <= 1 s, RSS <= 150 MB, flat as tickets grow 10x"}
+    for size in sizes:
+        root = build_store(base, f"scale{size}", size)
+        code = (
+            "import time, json\n"
+            "from mc_hooks.config import load_config\n"
+            "from mission_control.models import open_database\n"
+            f"config = load_config({str(root / 'config.yaml')!r}, env={{}})\n"
+            "open_database(config.database)\n"
+            "from mission_control.mc_pickup import Pickup\n"
+            "p = Pickup(config); p.register()\n"
+            "ticks = []\n"
+            "for _ in range(200):\n"
+            "    t = time.perf_counter(); p.housekeeping(); p.step(force=True); ticks.append(time.perf_counter() - t)\n"
+            "sweeps = []\n"
+            "for _ in range(5):\n"
+            "    t = time.perf_counter(); p.operator.sweep(); sweeps.append(time.perf_counter() - t)\n"
+            "ticks.sort(); sweeps.sort()\n"
+            "print(json.dumps({'tick_ms': ticks[len(ticks) // 2] * 1000, 'sweep_s': sweeps[len(sweeps) // 2]}))\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), check=True)
+        out[f"{size}"] = json.loads(result.stdout)
+    for size in run_sizes:
+        root = mc_root(base, f"rss{size}", WORKER_DONE)
+        add_tickets(root, size)
+        _, peak = run_until_idle(root)
+        out[f"run_{size}_peak_rss_mb"] = peak
+    return out
+
+
+def hook_overhead() -> dict[str, Any]:
+    import pluggy
+
+    from mc_hooks import hookimpl, hookspecs
+    from mc_hooks.config import DEFAULT_CONFIG_TEXT, load_config
+    from mc_hooks.manager import load_plugins
+    from mission_control.controller import Controller
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(DEFAULT_CONFIG_TEXT, encoding="utf-8")
+        config = load_config(path, env={})
+        host = load_plugins(config)
+        controller = Controller(config, hooks=host.hook)
+        impls = len(host.call_order("before_auto_action"))
+        call = host.hook.before_auto_action
+        n = 200_000
+        mc_ns = (
+            min(timeit.repeat(lambda: call(action="dispatch", ticket=None, controller=controller), number=n, repeat=5))
+            / n
+            * 1e9
+        )
+
+        pm = pluggy.PluginManager("mc_hooks")
+        pm.add_hookspecs(hookspecs)
+        for i in range(impls):
+
+            class Noop:
+                @hookimpl
+                def before_auto_action(self, action, ticket, controller):
+                    return None
+
+            pm.register(Noop(), name=f"noop{i}")
+        plain = pm.hook.before_auto_action
+        pluggy_ns = (
+            min(timeit.repeat(lambda: plain(action="dispatch", ticket=None, controller=controller), number=n, repeat=5))
+            / n
+            * 1e9
+        )
+
+        def direct(action: str, ticket: object, controller: object) -> None:
+            return None
+
+        direct_ns = (
+            min(
+                timeit.repeat(lambda: direct(action="dispatch", ticket=None, controller=controller), number=n, repeat=5)
+            )
+            / n
+            * 1e9
+        )
+    return {
+        "implementations": impls,
+        "mc_ns": mc_ns,
+        "pluggy_noop_ns": pluggy_ns,
+        "direct_ns": direct_ns,
+        "target_ns": 3000,
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    life, retry, react, sc, hooks = (results[k] for k in ("lifecycle", "retry", "reaction", "scale", "hooks"))
+    sizes = [k for k in sc if k.isdigit()]
+    runs = [k for k in sc if k.startswith("run_")]
+    rows = [
+        (
+            "lifecycle throughput",
+            f"{life['mc_tickets_per_s']:.1f} t/s vs floor {life['floor_tickets_per_s']:.1f} t/s "
+            f"({life['tickets']} tickets)",
+            f"ratio {life['ratio']:.2f}",
+            ">= 0.85",
+            life["ratio"] >= 0.85,
+        ),
+        (
+            "retry path",
+            f"{retry['mc_tickets_per_s']:.1f} t/s vs floor {retry['floor_tickets_per_s']:.1f} t/s",
+            f"ratio {retry['ratio']:.2f}",
+            ">= 0.85",
+            retry["ratio"] >= 0.85,
+        ),
+        (
+            "death -> retry start",
+            f"p50 {react['p50_ms']:.1f} ms over {react['deaths']} deaths",
+            f"p99 {react['p99_ms']:.1f} ms",
+            "p99 <= 20 ms",
+            react["p99_ms"] <= 20,
+        ),
+        (
+            "kill-switch -> last action",
+            f"{react['killswitch_last_action_after_ms']:.1f} ms after the touch",
+            f"tick {react['tick_ms']:.0f} ms",
+            "within one tick",
+            react["killswitch_within_one_tick"],
+        ),
+        (
+            "pickup tick",
+            " | ".join(f"{s} tickets: {sc[s]['tick_ms']:.2f} ms" for s in sizes),
+            "",
+            "<= 5 ms",
+            all(sc[s]["tick_ms"] <= 5 for s in sizes),
+        ),
+        (
+            "operator sweep",
+            " | ".join(f"{s} tickets: {sc[s]['sweep_s'] * 1000:.0f} ms" for s in sizes),
+            "",
+            "<= 1 s",
+            all(sc[s]["sweep_s"] <= 1 for s in sizes),
+        ),
+        (
+            "controller peak RSS",
+            " | ".join(f"{k[4:-12]}-ticket run: {sc[k]:.0f} MB" for k in runs),
+            "",
+            "<= 150 MB",
+            all(sc[k] <= 150 for k in runs),
+        ),
+        (
+            "before_auto_action",
+            f"{hooks['mc_ns']:.0f} ns ({hooks['implementations']} impl) | pluggy no-op "
+            f"{hooks['pluggy_noop_ns']:.0f} ns | direct {hooks['direct_ns']:.0f} ns",
+            "",
+            "<= 3000 ns",
+            hooks["mc_ns"] <= 3000,
+        ),
+    ]
+    lines = ["| figure | measured | vs floor | target | met |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} | {'yes' if ok else 'NO'} |" for a, b, c, d, ok in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the bench works, not the targets")
+    parser.add_argument(
+        "--only",
+        choices=("lifecycle", "retry", "reaction", "scale", "hooks"),
+        help="run one figure and print its raw result (for profiling work)",
+    )
+    parser.add_argument("--tickets", type=int, help="with --only: how many tickets")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    if args.only:
+        base = Path(tempfile.mkdtemp(prefix="mc-bench-"))
+        try:
+            n = args.tickets or 500
+            figure = {
+                "lifecycle": lambda: lifecycle(base, n),
+                "retry": lambda: retry_path(base, n),
+                "reaction": lambda: reaction(base, n),
+                "hooks": hook_overhead,
+                "scale": lambda: scale(base, (n, 10 * n), (n, 10 * n)),
+            }[args.only]
+            print(json.dumps(figure(), indent=2))
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        return 0
+    base = Path(tempfile.mkdtemp(prefix="mc-bench-"))
+    try:
+        results = {
+            "machine": machine(),
+            "quick": quick,
+            "lifecycle": lifecycle(base, 100 if quick else 2000),
+            "retry": retry_path(base, 100 if quick else 2000),
+            "reaction": reaction(base, 50 if quick else 500),
+            "scale": scale(
+                base, (1_000, 10_000) if quick else (10_000, 100_000), (200, 1_000) if quick else (1_000, 10_000)
+            ),
+            "hooks": hook_overhead(),
+        }
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    (ROOT / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    m = results["machine"]
+    print(
+        f"Mission Control bench{' (quick)' if quick else ''}: Python {m['python']}, SQLite {m['sqlite']}, "
+        f"{m['cpus']} CPUs, {m['platform']}, {m['when']}"
+    )
+    print(table(results))
+    print(f"written to {ROOT / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
