@@ -30,10 +30,11 @@ from mission_control.models import (
     StoreError,
     Ticket,
     WorkerRun,
-    db,
     init_schema,
     new_ticket,
+    notify_controllers,
     open_database,
+    write,
 )
 
 SHA = re.compile(r"[0-9a-fA-F]{7,40}")
@@ -137,9 +138,14 @@ def cmd_ticket_add(args: argparse.Namespace, config: Config) -> int:
     fields = _ticket_fields(config, args.title, args.body, args.repo, args.worker, args.branch)
     _open(config)
     controller = _manual(config)
-    with db.atomic():
+
+    def add() -> Ticket:
         ticket = new_ticket(config.ticket_prefix, **fields)
         controller.record(ticket, "created", f"worker profile {ticket.worker}")
+        return ticket
+
+    ticket = write(add)
+    notify_controllers()
     print(ticket.key)
     return 0
 
@@ -182,10 +188,14 @@ def cmd_ticket_import(args: argparse.Namespace, config: Config) -> int:
             raise UsageError(f"{path}:{number}: {exc}; nothing was added") from None
     _open(config)
     controller = _manual(config)
-    with db.atomic():
+
+    def add_all() -> None:
         for fields in rows:
             ticket = new_ticket(config.ticket_prefix, **fields)
             controller.record(ticket, "created", f"imported from {path.name}")
+
+    write(add_all)
+    notify_controllers()
     print(f"added {len(rows)} tickets")
     return 0
 
@@ -323,7 +333,8 @@ def cmd_ticket_set(args: argparse.Namespace, config: Config) -> int:
         fields["done_sha"] = _valid_sha(args.done_sha)
     if args.status == "todo" and ticket.status == "needs_input":
         fields.update(review_cycles=0, death_count=0)  # a person re-queued it: a fresh budget
-    controller.set_status(ticket, args.status, "set by hand", **fields)
+    write(lambda: controller.set_status(ticket, args.status, "set by hand", **fields))
+    notify_controllers()
     print(f"{ticket.key} {ticket.status}")
     return 0
 
@@ -332,7 +343,7 @@ def cmd_ticket_comment(args: argparse.Namespace, config: Config) -> int:
     _open(config)
     controller = _manual(config)
     ticket = _ticket(controller, args.key)
-    controller.comment(ticket, args.text, author=_user())
+    write(lambda: controller.comment(ticket, args.text, author=_user()))
     print(f"{ticket.key} commented")
     return 0
 
@@ -347,7 +358,8 @@ def cmd_review_record(args: argparse.Namespace, config: Config) -> int:
     controller = _manual(config)
     ticket = _ticket(controller, args.key)
     sha = _valid_sha(args.sha)
-    with db.atomic():
+
+    def record() -> None:
         ShadowReview.create(
             ticket=ticket.id,
             done_sha=sha,
@@ -357,6 +369,9 @@ def cmd_review_record(args: argparse.Namespace, config: Config) -> int:
             reviewer=args.reviewer or f"mc:{_user()}",
         )
         controller.record(ticket, "review", f"{args.verdict} for {sha[:12]} recorded by hand", kind="report")
+
+    write(record)
+    notify_controllers()
     print(f"{ticket.key} {args.verdict} {sha}")
     return 0
 
@@ -372,9 +387,14 @@ def _switch(config: Config, change: Callable[[], object], what: str) -> object:
     except StoreError:
         return change()  # no store yet: nothing automatic can be running against it
     controller = _manual(config)
-    with db.atomic():
+
+    def flip() -> object:
         result = change()
         controller.record(None, "killswitch", what)
+        return result
+
+    result = write(flip)
+    notify_controllers()
     return result
 
 

@@ -27,6 +27,7 @@ from mission_control.models import (
     db,
     insert_row,
     update_row,
+    write,
 )
 
 RELEASED = ("todo", "done", "needs_input")
@@ -239,7 +240,7 @@ class Controller:
         for escalation in query.order_by(Escalation.id):
             ticket = Ticket.get_by_id(escalation.ticket_id)
             self.hooks.on_escalate(ticket=ticket, reason=escalation.reason, owner=escalation.owner, controller=self)
-            Escalation.update(notified_at=time.time()).where(Escalation.id == escalation.id).execute()
+            write(lambda e=escalation: update_row(Escalation, e.id, notified_at=time.time()))
             delivered += 1
         return delivered
 

@@ -29,7 +29,18 @@ from mission_control import faults, shadow_reviewer
 from mission_control import ticket_runtime as rt
 from mission_control.controller import Controller, short
 from mission_control.luci_operator import Operator
-from mission_control.models import ACTIVE, ShadowReview, Ticket, WorkerRun, database_id, update_row, write
+from mission_control.models import (
+    ACTIVE,
+    ShadowReview,
+    Ticket,
+    WorkerRun,
+    database_id,
+    db_time,
+    drain_wakeups,
+    listen_fd,
+    update_row,
+    write,
+)
 from mission_control.models import Controller as ControllerRow
 
 MAX_ATTEMPTS = 50  # a backstop: no ticket is ever started more often than this
@@ -68,7 +79,7 @@ class Pickup:
         self.operator = Operator(self.controller, self.plugins.hook)
         self.vetoes = VetoLog(self.controller)
         self.watcher = rt.Watcher()
-        self.host = socket.gethostname()
+        self.host = os.environ.get("MC_HOST") or socket.gethostname()
         self.me: ControllerRow | None = None
         self.db_id = database_id()
         self.stopping = False
@@ -84,7 +95,7 @@ class Pickup:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def register(self) -> None:
-        now = time.time()
+        now = db_time()
         self.me = write(
             lambda: ControllerRow.create(
                 host=self.host,
@@ -104,9 +115,14 @@ class Pickup:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         old_wakeup = signal.set_wakeup_fd(self.watcher.wake_fd)
         try:
+            wakeups = listen_fd()
+            if wakeups is not None:
+                self.watcher.watch_fd(wakeups)
             self.recover(force=True)
             self.controller.flush_escalations(include_orphans=True)
             while True:
+                if drain_wakeups():  # another process changed something: look now, not at the next poll
+                    self.dirty = True
                 self.housekeeping()
                 if self.stopping and self.shutdown_step():
                     break
@@ -131,12 +147,32 @@ class Pickup:
         self.reload_config()
         if now >= self.next_heartbeat:
             self.next_heartbeat = now + max(0.5, self.config.lease_seconds / 3)
-            write(lambda: ControllerRow.update(heartbeat_at=now).where(ControllerRow.id == self.me.id).execute())
+            self.heartbeat()
         if now >= self.next_recovery:
             self.recover()
         if now >= self.next_sweep and not self.stopping:
             self.next_sweep = now + self.config.operator.interval
             self.operator.sweep()
+
+    def heartbeat(self) -> None:
+        """Renew this controller's lease. If it expired and another controller recovered our tickets
+        (we were paused or cut off), our writes are already refused by their tokens: say so, let go
+        of what we lost, and carry on under a new registration."""
+        me = self.me.id
+        renewed = write(
+            lambda: (
+                ControllerRow.update(heartbeat_at=db_time())
+                .where((ControllerRow.id == me) & ControllerRow.stopped_at.is_null())
+                .execute()
+            )
+        )
+        if renewed:
+            return
+        self.say("this controller's lease expired and its tickets were recovered elsewhere; re-registering")
+        self.register()
+        self.next_fence = 0.0
+        self.fence()
+        self.dirty = True
 
     def shutdown_step(self) -> bool:
         """Graceful stop: no new work; workers get ``grace_period``, then are stopped. True when done."""
@@ -223,19 +259,41 @@ class Pickup:
         return self.config.max_workers - len(self.watcher.processes)
 
     def fence(self) -> None:
-        """Stop processes whose ticket this controller no longer holds (changed by hand, recovered)."""
+        """Let go of processes whose ticket this controller no longer holds: stop the worker if the
+        ticket moved on without it (changed by hand, or recovered as a dead worker elsewhere); only
+        stop watching it if another controller adopted the very same run."""
         running = [p for p in self.watcher.processes.values() if not p.stopped]
         if not running:
             return
         holders = {
-            row.id: (row.claimed_by, row.claim_token)
-            for row in Ticket.select(Ticket.id, Ticket.claimed_by, Ticket.claim_token).where(
+            row.id: (row.claimed_by, row.claim_token, row.key)
+            for row in Ticket.select(Ticket.id, Ticket.claimed_by, Ticket.claim_token, Ticket.key).where(
                 Ticket.id.in_({p.ticket_id for p in running})
             )
         }
+        runs = {
+            row.id: (row.controller, row.outcome)
+            for row in WorkerRun.select(WorkerRun.id, WorkerRun.controller, WorkerRun.outcome).where(
+                WorkerRun.id.in_({p.run_id for p in running})
+            )
+        }
         for process in running:
-            if holders.get(process.ticket_id) != (self.me.id, process.token):
+            claimed_by, token, key = holders.get(process.ticket_id, (None, None, "?"))
+            if (claimed_by, token) == (self.me.id, process.token):
+                continue
+            owner, outcome = runs.get(process.run_id, (None, None))
+            if owner not in (None, self.me.id) and outcome == "running" and process.kind == "worker":
+                self.watcher.forget(process)
+                self.say(f"{key}: attempt now watched by controller {owner}, which adopted it")
+            else:
                 self.watcher.stop(process, "stopped: the ticket is no longer this controller's")
+                self.say(
+                    f"{key}: lost the ticket (recovered elsewhere or changed by hand); stopping its {process.kind}"
+                )
+
+    def say(self, message: str) -> None:
+        """A diagnostic line on stderr."""
+        print(f"mc run[{self.me.id if self.me else '-'}]: {message}", file=sys.stderr)
 
     def harvest(self) -> bool:
         """Apply stored reports of this controller's tickets; start the reviews they wait for."""
@@ -306,6 +364,7 @@ class Pickup:
                 "MC_SHA": run.done_sha,
                 "MC_REPO": repo,
                 "MC_PROMPT_FILE": str(prompt_file),
+                "MC_REVIEW_ID": f"{self.db_id}:{run.id}",
             }
             try:
                 process = rt.spawn(
@@ -556,7 +615,7 @@ class Pickup:
             .join(Ticket)
             .where(WorkerRun.id.in_([p.run_id for p in processes]))
         }
-        reports = [(runs[p.run_id], sha, death, tail) for p, sha, death, tail in workers]
+        reports = [(runs[p.run_id], sha, death, tail, p.token) for p, sha, death, tail in workers]
         judged = [(runs[p.run_id], runs[p.run_id].ticket, *verdict) for p, verdict in verdicts]
         self.store_exits(reports, judged)
 
@@ -564,8 +623,8 @@ class Pickup:
         """Store worker reports and review verdicts (one transaction)."""
 
         def store() -> None:
-            for run, sha, death, tail in reports:
-                self.store_report(run, run.ticket, sha, death, tail)
+            for run, sha, death, tail, token in reports:
+                self.store_report(run, run.ticket, sha, death, tail, token)
             for run, ticket, verdict, reasons, gaps in judged:
                 self.store_verdict(run, ticket, verdict, reasons, gaps)
             faults.crash_point("report:before-commit")
@@ -596,7 +655,7 @@ class Pickup:
         tail = ""
         if sha is None:
             tail = (rt.read_tail(run.log_path) + rt.read_tail(Path(run.log_path).with_suffix(".err")))[-4096:]
-        write(lambda: self.store_report(run, Ticket.get_by_id(ticket_id), sha, death, tail))
+        write(lambda: self.store_report(run, Ticket.get_by_id(ticket_id), sha, death, tail, run.token))
         self.dirty = True
 
     def store_report(
@@ -606,6 +665,7 @@ class Pickup:
         sha: str | None,
         death: tuple[int | None, int | None, bool, str] | None,
         tail: str,
+        token: int,
     ) -> None:
         """Inside a transaction: the report on its run (once), and the sha on a still-held ticket."""
         fields: dict[str, Any] = {"ended_at": time.time()}
@@ -618,14 +678,17 @@ class Pickup:
                 outcome="died", exit_code=exit_code, signal=sig, timed_out=timed_out, death_reason=reason, log_tail=tail
             )
             detail = f"attempt {run.attempt} died: {reason}"
-        token = Ticket.select(Ticket.claim_token).where(Ticket.id == ticket.id).scalar()
-        fenced = token == run.token
+        fenced = Ticket.select(Ticket.claim_token).where(Ticket.id == ticket.id).scalar() == token
         if not fenced:
             fields["applied_at"] = time.time()  # consumed: the ticket moved on without it
             detail += " (not applied: the ticket was changed meanwhile)"
-        stored = WorkerRun.update(**fields).where((WorkerRun.id == run.id) & (WorkerRun.outcome == "running")).execute()
-        if not stored:
-            return  # already recorded
+        stored = (
+            WorkerRun.update(**fields)
+            .where((WorkerRun.id == run.id) & (WorkerRun.outcome == "running") & (WorkerRun.token == token))
+            .execute()
+        )
+        if not stored:  # already recorded, or the attempt now belongs to another controller (fencing)
+            return
         for name, value in fields.items():
             setattr(run, name, value)
         if sha and fenced:
@@ -636,13 +699,12 @@ class Pickup:
     # -- recovery ------------------------------------------------------------------------------
 
     def dead_controllers(self) -> list[ControllerRow]:
-        now = time.time()
+        """Controllers that are gone: their lease expired (by the database's clock), or, on this
+        host, their process is gone (found at once, no need to wait for the lease)."""
+        expired = db_time() - self.config.lease_seconds
         dead = []
         for row in ControllerRow.select().where(ControllerRow.stopped_at.is_null() & (ControllerRow.id != self.me.id)):
-            if row.host == self.host:
-                if not rt.pid_alive(row.pid, row.proc_start):
-                    dead.append(row)
-            elif row.heartbeat_at < now - self.config.lease_seconds:
+            if row.heartbeat_at < expired or (row.host == self.host and not rt.pid_alive(row.pid, row.proc_start)):
                 dead.append(row)
         return dead
 
@@ -695,9 +757,8 @@ class Pickup:
         if run is None or run.token != seen.claim_token:
             return
         run.token = token
-        if run.review_pid:
-            rt.kill_group(run.review_pid)  # rerun the review; reviews have no effects
-            WorkerRun.update(review_pid=None).where(WorkerRun.id == run.id).execute()
+        if run.outcome == "done" and run.applied_at is None:
+            self.recover_review(run, seen, token)
         if run.outcome != "running":
             return  # a stored report: the normal harvest applies it
         profile = self.config.workers.get(run.profile, self.config.workers["default"])
@@ -727,6 +788,39 @@ class Pickup:
             return
         death = (None, None, False, "ended while its controller was down, without a DONE line")
         self.record_report(run, seen.id, sha, None if sha else death)
+
+    def recover_review(self, run: WorkerRun, ticket: Ticket, token: int) -> None:
+        """A review left by a gone controller: adopt it if it still runs here, take its verdict from
+        its log if it finished, or let it start again (counted, so it cannot loop)."""
+        same_host = run.host == self.host
+        pid = run.review_pid
+        if pid is None and same_host:
+            pid = rt.find_process_with_env("MC_REVIEW_ID", f"{self.db_id}:{run.id}")
+        stdout = Path(run.log_path).with_name(f"{run.attempt}.review.log")
+        start = run.review_proc_start if run.review_pid else ""
+        if same_host and pid and rt.pid_alive(pid, start):
+            adopted = rt.adopt(
+                "review",
+                run.id,
+                ticket.id,
+                pid,
+                start or rt.proc_start_time(pid),
+                stdout,
+                time.time() + self.config.reviewer.timeout,
+            )
+            adopted.token = token
+            self.watcher.add(adopted)
+            write(
+                lambda: self.controller.record(
+                    ticket, "recover", f"adopted the review of attempt {run.attempt}", kind="host"
+                )
+            )
+            return
+        parsed = shadow_reviewer.parse_verdict(stdout)
+        if parsed is not None:
+            self.store_exits([], [(run, ticket, *parsed)])
+        elif run.review_pid:
+            write(lambda: update_row(WorkerRun, run.id, review_pid=None))
 
     def requeue_unstarted(self, run: WorkerRun, ticket: Ticket) -> None:
         """An attempt whose process never started (the controller died first): not a death."""

@@ -288,6 +288,42 @@ def init_schema() -> list[str]:
     return added
 
 
+def db_time() -> float:
+    """Now, by the database's clock when it has one of its own (PostgreSQL), so that leases compare
+    heartbeats from several hosts on one clock; by this host's clock for SQLite (one host)."""
+    if isinstance(db.obj, pw.PostgresqlDatabase):
+        return float(db.obj.execute_sql("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+    return time.time()
+
+
+WAKEUP_CHANNEL = "mc_wakeup"
+
+
+def notify_controllers() -> None:
+    """Wake every controller listening on this store (PostgreSQL NOTIFY); polling covers SQLite."""
+    if isinstance(db.obj, pw.PostgresqlDatabase):
+        db.obj.execute_sql(f"NOTIFY {WAKEUP_CHANNEL}")
+
+
+def listen_fd() -> int | None:
+    """Start listening for wake-ups; the socket to watch for them, or None where there are none."""
+    if not isinstance(db.obj, pw.PostgresqlDatabase):
+        return None
+    db.obj.execute_sql(f"LISTEN {WAKEUP_CHANNEL}")
+    return db.obj.connection().fileno()
+
+
+def drain_wakeups() -> bool:
+    """Consume pending wake-ups; True if there were any."""
+    if not isinstance(db.obj, pw.PostgresqlDatabase):
+        return False
+    conn = db.obj.connection()
+    conn.poll()
+    woke = bool(conn.notifies)
+    conn.notifies.clear()
+    return woke
+
+
 def database_id() -> str:
     """A random id made at ``mc init``; keeps worker sessions of different MC roots apart."""
     row = Meta.get_or_none(Meta.key == "db_id")

@@ -269,6 +269,10 @@ class Watcher:
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         self.pidfds = hasattr(os, "pidfd_open")
 
+    def watch_fd(self, fd: int) -> None:
+        """Also end a wait when ``fd`` becomes readable (e.g. the database's notification socket)."""
+        self.selector.register(fd, selectors.EVENT_READ, "fd")
+
     @property
     def wake_fd(self) -> int:
         """Write a byte here (e.g. from a signal handler) to end a wait early."""
@@ -293,6 +297,10 @@ class Watcher:
             process.exit_code, process.signal = (code, None) if code >= 0 else (None, -code)
             return True
         return not pid_alive(process.pid, process.start)
+
+    def forget(self, process: Process) -> None:
+        """Stop watching ``process`` without touching it (another controller watches it now)."""
+        self._drop(process)
 
     def _drop(self, process: Process) -> None:
         self.processes.pop(process.key, None)
@@ -330,6 +338,8 @@ class Watcher:
         if unwatchable:
             timeout = min(timeout, 0.05)  # no pidfd for these: look again soon
         for key, _ in self.selector.select(timeout):
+            if key.data == "fd":
+                continue  # the caller looks at what arrived
             if key.data is None:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self._wake_r, 512):

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +96,67 @@ class McRoot:
     def show(self, key: str) -> dict[str, Any]:
         return json.loads(self.mc("ticket", "show", key, "--json").stdout)
 
+    def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Run a query on this root's store, SQLite or PostgreSQL (write ``?`` for parameters)."""
+        database = self.config["database"]
+        if database.startswith("postgresql://"):
+            import psycopg2
+
+            with psycopg2.connect(database) as conn, conn.cursor() as cur:
+                cur.execute(query.replace("?", "%s"), params)
+                return cur.fetchall() if cur.description else []
+        with sqlite3.connect(self.path / database) as conn:
+            return conn.execute(query, params).fetchall()
+
     def agent_runs(self, key: str) -> int:
         counter = self.state / f"{key}.runs"
         return int(counter.read_text()) if counter.exists() else 0
 
 
+POSTGRES_URL = os.environ.get("MC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[Any]:
+    """A connection to the PostgreSQL server the tests use; skips (fails under CI) without one."""
+    try:
+        import psycopg2
+
+        conn = psycopg2.connect(POSTGRES_URL, connect_timeout=3)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = (
+            f"PostgreSQL tests skipped: cannot reach {POSTGRES_URL} ({reason}); start a server there "
+            "or set MC_TEST_POSTGRES_URL to enable them"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message.replace("skipped", "cannot run in CI"))
+        pytest.skip(message)
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
 @pytest.fixture
-def mc_root(tmp_path: Path) -> McRoot:
-    """A fresh MC root with the scripted agent and reviewer and the four built-in plugins."""
-    return McRoot(tmp_path / "root")
+def fresh_postgres(postgres_admin: Any) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+    name = f"mc_t_{uuid.uuid4().hex[:12]}"
+    with postgres_admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    with postgres_admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest) -> str:
+    """The store to run a test on: the SQLite default, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return "mc.db"
+    return request.getfixturevalue("fresh_postgres")
+
+
+@pytest.fixture
+def mc_root(tmp_path: Path, store: str) -> McRoot:
+    """A fresh MC root with the scripted agent and reviewer and the four built-in plugins, on each store."""
+    return McRoot(tmp_path / "root", database=store)

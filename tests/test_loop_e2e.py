@@ -312,10 +312,7 @@ def test_review_cycles_reset_when_a_ticket_first_moves_to_in_progress(mc_root: M
     imported = tmp_path / "t.jsonl"
     imported.write_text('{"title": "carried over", "body": "script: pass"}\n', encoding="utf-8")
     mc_root.mc("ticket", "import", str(imported))
-    import sqlite3
-
-    with sqlite3.connect(mc_root.path / "mc.db") as conn:  # a count carried over from another tracker
-        conn.execute("UPDATE ticket SET review_cycles = 2")
+    mc_root.sql("UPDATE ticket SET review_cycles = 2")  # a count carried over from another tracker
     mc_root.run()
     assert mc_root.show("MC-1")["review_cycles"] == 0
 

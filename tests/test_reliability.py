@@ -118,11 +118,24 @@ def test_attempts_are_counted_at_start_so_a_crash_loop_ends(tmp_path: Path) -> N
     assert ticket["attempts"] <= 50
 
 
-def test_a_review_that_crashes_its_controller_every_time_ends_uncertain(tmp_path: Path) -> None:
+def test_a_review_whose_controller_dies_every_time_is_adopted_not_restarted(tmp_path: Path) -> None:
     mc = McRoot(tmp_path / "root", max_workers=1)
-    key = mc.add("its review always crashes the controller")
+    key = mc.add("its controller dies whenever a review starts")
     for _ in range(20):
         if mc.mc("run", "--until-idle", check=False, env=mc.env(MC_CRASH_AT="review:after-spawn")).returncode == 0:
+            break
+    ticket = mc.show(key)
+    assert (ticket["status"], [r["verdict"] for r in ticket["reviews"]]) == ("done", ["pass"])
+    assert len([e for e in ticket["events"] if e["action"] == "review"]) == 1  # started once
+
+
+def test_a_reviewer_that_takes_its_controller_down_ends_uncertain(tmp_path: Path) -> None:
+    mc = McRoot(tmp_path / "root", max_workers=1)
+    mc.config["reviewer"]["command"] = ["sh", "-c", "kill -9 $PPID"]  # no verdict, and no controller left
+    mc.write_config()
+    key = mc.add("reviewed by a hostile reviewer")
+    for _ in range(20):
+        if mc.mc("run", "--until-idle", check=False).returncode == 0:
             break
     ticket = mc.show(key)
     assert ticket["status"] == "needs_input"
@@ -250,9 +263,10 @@ def test_before_operator_reopen_that_raises_fails_closed(mc_root: McRoot) -> Non
     )
 
 
-def test_wal_and_shm_files_are_owner_only(mc_root: McRoot) -> None:
+def test_wal_and_shm_files_are_owner_only(tmp_path: Path) -> None:
     import stat
 
+    mc_root = McRoot(tmp_path / "root")  # SQLite's own files
     mc_root.add("x")
     controller = mc_root.popen("run")
     time.sleep(0.5)
