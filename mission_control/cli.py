@@ -11,7 +11,9 @@ import getpass
 import json
 import os
 import re
+import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -103,7 +105,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     added = init_schema()
     where = config.database if config.is_sqlite else config.database.split("@")[-1]
     if added:
-        print(f"migrated {where}: added {', '.join(added)}")
+        print(f"migrated {where}: {', '.join(added)}")
     else:
         print(f"database ready: {where}")
     return 0
@@ -379,13 +381,13 @@ def cmd_review_record(args: argparse.Namespace, config: Config) -> int:
 # -- kill-switch -------------------------------------------------------------------------------
 
 
-def _switch(config: Config, change: Callable[[], object], what: str) -> object:
-    """Flip the kill-switch file while holding the store's write lock, with its audit event, so
-    every automatic action commits either before the change or after it, never across it."""
+def _switch(config: Config, change: Callable[[], object], what: str, file_only: Callable[[], object]) -> object:
+    """Flip the kill-switch (file and cluster flag) while holding the store's write lock, with its
+    audit event, so every automatic action commits either before the change or after it."""
     try:
         _open(config)
     except StoreError:
-        return change()  # no store yet: nothing automatic can be running against it
+        return file_only()  # no store yet: nothing automatic can be running against it
     controller = _manual(config)
 
     def flip() -> object:
@@ -402,20 +404,44 @@ def cmd_killswitch(args: argparse.Namespace, config: Config) -> int:
     root = config.root
     if args.state == "on":
         reason = args.reason or ""
+        info = {"who": _user(), "host": socket.gethostname(), "since": time.time(), "reason": reason}
+
+        def engage() -> None:
+            flags.engage_killswitch(root, who=info["who"], reason=reason)
+            flags.set_cluster_killswitch(info)
+
         _switch(
             config,
-            lambda: flags.engage_killswitch(root, who=_user(), reason=reason),
+            engage,
             "engaged" + (f": {reason}" if reason else ""),
+            file_only=lambda: flags.engage_killswitch(root, who=info["who"], reason=reason),
         )
         print("kill-switch engaged: no automatic dispatch, review, harvest or reopen until `mc killswitch off`")
         return 0
     if args.state == "off":
-        was = _switch(config, lambda: flags.release_killswitch(root), "released")
-        print("kill-switch released" if was else "kill-switch was not engaged (file absent)")
+
+        def release() -> bool:
+            was_file = flags.release_killswitch(root)
+            was_flag = flags.cluster_killswitch() is not None
+            flags.set_cluster_killswitch(None)
+            return was_file or was_flag
+
+        was = _switch(config, release, "released", file_only=lambda: flags.release_killswitch(root))
+        print("kill-switch released" if was else "kill-switch was not engaged")
         if flags.killswitch_active(root):
             print("mc: still engaged through MC_KILLSWITCH in this environment", file=sys.stderr)
         return 0
     status = flags.killswitch_status(root)
+    try:
+        _open(config)
+        cluster = flags.cluster_killswitch()
+    except StoreError:
+        cluster = None
+    if cluster is not None:
+        status.update(engaged=True, cluster=True, source=status.get("source") or "the store (cluster-wide)")
+        for key in ("who", "host", "reason", "since"):
+            if cluster.get(key) not in (None, ""):
+                status[key] = cluster[key]
     if args.json:
         _emit_json({**status, "since": when(status.get("since"))})
         return 0

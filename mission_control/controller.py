@@ -55,6 +55,7 @@ class Controller:
         self.actor = actor
         self.manual = manual
         self._new_escalations: list[int] = []
+        self.cluster_killswitch: dict[str, Any] | None = None
 
     # -- context -------------------------------------------------------------------------------
 
@@ -78,8 +79,13 @@ class Controller:
         return self.config.plugins.get(name or self.actor, {})
 
     def killswitch_active(self) -> bool:
-        """Whether the kill-switch is engaged for this MC root (fails closed)."""
-        return flags.killswitch_active(self.config.root)
+        """Whether the kill-switch is engaged: this MC root's file or environment, or the cluster
+        flag in the store as of the controller's last look (each tick). Fails closed."""
+        return self.cluster_killswitch is not None or flags.killswitch_active(self.config.root)
+
+    def refresh_cluster_killswitch(self) -> None:
+        """Look at the store's cluster-wide kill-switch flag (the loop does this every tick)."""
+        self.cluster_killswitch = flags.cluster_killswitch()
 
     @contextmanager
     def plugin_scope(self, plugin: str, hook: str) -> Iterator[None]:

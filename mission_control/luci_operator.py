@@ -93,6 +93,7 @@ class Operator:
     def sweep(self) -> dict[str, Any]:
         """Record health, then judge unjudged done tickets. Returns the health snapshot."""
         snapshot = record_health(self.config)
+        self.controller.refresh_cluster_killswitch()
         previous, self.controller.actor = self.controller.actor, "operator"
         try:
             self.judge_done_tickets()

@@ -1,8 +1,9 @@
 """Orchestrator flags: the kill-switch.
 
-The kill-switch is engaged while ``.mc_killswitch`` exists in the MC root or ``MC_KILLSWITCH=1``.
-The file is read as data (JSON: who, host, when, reason), never executed. Checking fails closed:
-any error while checking counts as engaged.
+The kill-switch is engaged while ``.mc_killswitch`` exists in the MC root, ``MC_KILLSWITCH=1``, or
+the cluster flag is set in the store (one `mc killswitch on` stops every host sharing a database).
+The file and the flag are read as data (JSON: who, host, when, reason), never executed. Checking
+fails closed: any error while checking counts as engaged.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 KILLSWITCH_FILE = ".mc_killswitch"
+CLUSTER_FLAG = "killswitch"
 
 
 def killswitch_path(root: str | os.PathLike[str] | None = None) -> Path:
@@ -103,3 +105,29 @@ def killswitch_status(root: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, ValueError):
         pass  # a hand-made (touched) file: engaged, since its mtime
     return status
+
+
+def cluster_killswitch() -> dict[str, Any] | None:
+    """The store's cluster-wide kill-switch flag (who, host, since, reason), or None when released.
+
+    Fails closed: a flag that cannot be read or parsed counts as engaged.
+    """
+    from mission_control.models import Meta
+
+    try:
+        row = Meta.get_or_none(Meta.key == CLUSTER_FLAG)
+        if row is None:
+            return None
+        info = json.loads(row.value)
+        return info if isinstance(info, dict) else {"reason": "unreadable flag"}
+    except Exception as exc:  # fail closed
+        return {"reason": f"the flag could not be read: {exc}"}
+
+
+def set_cluster_killswitch(info: dict[str, Any] | None) -> None:
+    """Set (``info``) or clear (None) the cluster-wide flag, inside the caller's transaction."""
+    from mission_control.models import Meta
+
+    Meta.delete().where(Meta.key == CLUSTER_FLAG).execute()
+    if info is not None:
+        Meta.insert(key=CLUSTER_FLAG, value=json.dumps(info)).execute()

@@ -37,6 +37,7 @@ from mission_control.models import (
     database_id,
     db_time,
     drain_wakeups,
+    is_postgres,
     listen_fd,
     update_row,
     write,
@@ -247,6 +248,7 @@ class Pickup:
             return False
         self.dirty = False
         self.next_poll = now + self.config.poll_interval
+        self.controller.refresh_cluster_killswitch()
         if now >= self.next_fence:
             self.next_fence = now + FENCE_INTERVAL
             self.fence()
@@ -458,11 +460,20 @@ class Pickup:
         free = self.free_slots()
         if free <= 0:
             return False
-        candidates = list(Ticket.select().where(Ticket.status == "todo").order_by(Ticket.id).limit(free))
+        todo = Ticket.select().where(Ticket.status == "todo").order_by(Ticket.id).limit(free)
+        candidates = list(todo)  # a plain read first: an idle poll takes no lock
         if not candidates:
             return False
+
+        def claim_batch() -> list[tuple[Ticket, WorkerRun]]:
+            batch = candidates
+            if is_postgres():
+                # One round trip locks the batch; rows another controller is claiming are skipped, not waited for.
+                batch = list(todo.for_update("FOR UPDATE SKIP LOCKED"))
+            return [claimed for claimed in (self.claim(seen) for seen in batch) if claimed is not None]
+
         try:
-            claimed = write(lambda: [c for c in (self.claim(seen) for seen in candidates) if c is not None])
+            claimed = write(claim_batch)
         except pw.IntegrityError:
             claimed = []
         self.controller.flush_escalations()
@@ -616,6 +627,8 @@ class Pickup:
             .where(WorkerRun.id.in_([p.run_id for p in processes]))
         }
         reports = [(runs[p.run_id], sha, death, tail, p.token) for p, sha, death, tail in workers]
+        for process, _ in verdicts:
+            runs[process.run_id].token = process.token  # store under the token the review ran with
         judged = [(runs[p.run_id], runs[p.run_id].ticket, *verdict) for p, verdict in verdicts]
         self.store_exits(reports, judged)
 
@@ -634,7 +647,10 @@ class Pickup:
         self.dirty = True
 
     def store_verdict(self, run: WorkerRun, ticket: Ticket, verdict: str, reasons: list[str], gaps: list[str]) -> None:
-        """Inside a transaction: the shadow review of the run's sha, unless one is already stored."""
+        """Inside a transaction: the shadow review of the run's sha, unless one is already stored or
+        the attempt now belongs to another controller (fencing: its reviewer reports there)."""
+        if WorkerRun.select(WorkerRun.token).where(WorkerRun.id == run.id).scalar() != run.token:
+            return
         if self.controller.review_for(ticket, run.done_sha) is None:
             shadow_reviewer.store_verdict(ticket.id, run.done_sha, verdict, reasons, gaps)
             summary = short("; ".join(reasons) or "no reasons", 160)

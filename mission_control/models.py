@@ -62,8 +62,8 @@ class Ticket(BaseModel):
     claimed_by = pw.IntegerField(null=True, index=True)
     claim_token = pw.IntegerField(default=0)
     operator_checked = pw.BooleanField(default=False)
-    created_at = pw.FloatField(default=time.time)
-    updated_at = pw.FloatField(default=time.time)
+    created_at = pw.DoubleField(default=time.time)
+    updated_at = pw.DoubleField(default=time.time)
 
     class Meta:
         indexes = ((("status", "id"), False), (("status", "operator_checked"), False))
@@ -76,7 +76,7 @@ class Comment(BaseModel):
     ticket = pw.ForeignKeyField(Ticket, backref="comments", on_delete="CASCADE")
     author = pw.CharField(max_length=64)
     body = pw.TextField()
-    created_at = pw.FloatField(default=time.time)
+    created_at = pw.DoubleField(default=time.time)
 
 
 class ShadowReview(BaseModel):
@@ -86,7 +86,7 @@ class ShadowReview(BaseModel):
     reasons_json = pw.TextField(default="[]", column_name="reasons")
     gaps_json = pw.TextField(default="[]", column_name="gaps")
     reviewer = pw.CharField(max_length=64, default="reviewer")
-    created_at = pw.FloatField(default=time.time, index=True)
+    created_at = pw.DoubleField(default=time.time, index=True)
 
     class Meta:
         indexes = ((("ticket", "done_sha"), False),)
@@ -110,11 +110,11 @@ class Event(BaseModel):
     # veto, manual (a person's command), error (a plugin or the host failed).
     kind = pw.CharField(max_length=16, default="action")
     detail = pw.TextField(default="")
-    created_at = pw.FloatField(default=time.time, index=True)
+    created_at = pw.DoubleField(default=time.time, index=True)
 
 
 class HealthSnapshot(BaseModel):
-    created_at = pw.FloatField(default=time.time, index=True)
+    created_at = pw.DoubleField(default=time.time, index=True)
     data = pw.TextField()
 
 
@@ -124,9 +124,9 @@ class Controller(BaseModel):
     host = pw.CharField(max_length=255)
     pid = pw.IntegerField()
     proc_start = pw.CharField(max_length=32, default="")
-    started_at = pw.FloatField(default=time.time)
-    heartbeat_at = pw.FloatField(default=time.time)
-    stopped_at = pw.FloatField(null=True)
+    started_at = pw.DoubleField(default=time.time)
+    heartbeat_at = pw.DoubleField(default=time.time)
+    stopped_at = pw.DoubleField(null=True)
 
 
 class WorkerRun(BaseModel):
@@ -141,8 +141,8 @@ class WorkerRun(BaseModel):
     host = pw.CharField(max_length=255, default="")
     pid = pw.IntegerField(null=True)
     proc_start = pw.CharField(max_length=32, default="")
-    started_at = pw.FloatField(default=time.time)
-    ended_at = pw.FloatField(null=True, index=True)
+    started_at = pw.DoubleField(default=time.time)
+    ended_at = pw.DoubleField(null=True, index=True)
     exit_code = pw.IntegerField(null=True)
     signal = pw.IntegerField(null=True)
     timed_out = pw.BooleanField(default=False)
@@ -153,7 +153,7 @@ class WorkerRun(BaseModel):
     death_reason = pw.TextField(null=True)
     log_tail = pw.TextField(null=True)
     feedback = pw.TextField(null=True)
-    applied_at = pw.FloatField(null=True)
+    applied_at = pw.DoubleField(null=True)
     review_pid = pw.IntegerField(null=True)
     review_starts = pw.IntegerField(default=0)
     review_proc_start = pw.CharField(max_length=32, default="")
@@ -169,8 +169,8 @@ class Escalation(BaseModel):
     owner = pw.CharField(max_length=64)
     reason = pw.TextField()
     actor = pw.CharField(max_length=128)
-    created_at = pw.FloatField(default=time.time)
-    notified_at = pw.FloatField(null=True, index=True)
+    created_at = pw.DoubleField(default=time.time)
+    notified_at = pw.DoubleField(null=True, index=True)
 
 
 MODELS: tuple[type[BaseModel], ...] = (
@@ -261,8 +261,15 @@ def init_schema() -> list[str]:
             table = model._meta.table_name
             if table not in tables:
                 continue
-            existing = {column.name for column in real.get_columns(table)}
+            columns = {column.name: column for column in real.get_columns(table)}
+            existing = set(columns)
             for fld in model._meta.sorted_fields:
+                column = columns.get(fld.column_name)
+                if column is not None and isinstance(fld, pw.DoubleField) and column.data_type.lower() == "real":
+                    # Early PostgreSQL schemas stored timestamps as 4-byte floats (2-minute resolution).
+                    operations.append(migrator.alter_column_type(table, fld.column_name, pw.DoubleField()))
+                    added.append(f"{table}.{fld.column_name} (as double precision)")
+                    continue
                 if fld.column_name in existing:
                     continue
                 if not fld.null and fld.default is None:
@@ -291,7 +298,7 @@ def init_schema() -> list[str]:
 def db_time() -> float:
     """Now, by the database's clock when it has one of its own (PostgreSQL), so that leases compare
     heartbeats from several hosts on one clock; by this host's clock for SQLite (one host)."""
-    if isinstance(db.obj, pw.PostgresqlDatabase):
+    if is_postgres():
         return float(db.obj.execute_sql("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
     return time.time()
 
@@ -299,15 +306,20 @@ def db_time() -> float:
 WAKEUP_CHANNEL = "mc_wakeup"
 
 
+def is_postgres() -> bool:
+    """Whether the open store is PostgreSQL."""
+    return isinstance(db.obj, pw.PostgresqlDatabase)
+
+
 def notify_controllers() -> None:
     """Wake every controller listening on this store (PostgreSQL NOTIFY); polling covers SQLite."""
-    if isinstance(db.obj, pw.PostgresqlDatabase):
+    if is_postgres():
         db.obj.execute_sql(f"NOTIFY {WAKEUP_CHANNEL}")
 
 
 def listen_fd() -> int | None:
     """Start listening for wake-ups; the socket to watch for them, or None where there are none."""
-    if not isinstance(db.obj, pw.PostgresqlDatabase):
+    if not is_postgres():
         return None
     db.obj.execute_sql(f"LISTEN {WAKEUP_CHANNEL}")
     return db.obj.connection().fileno()
@@ -315,7 +327,7 @@ def listen_fd() -> int | None:
 
 def drain_wakeups() -> bool:
     """Consume pending wake-ups; True if there were any."""
-    if not isinstance(db.obj, pw.PostgresqlDatabase):
+    if not is_postgres():
         return False
     conn = db.obj.connection()
     conn.poll()
@@ -330,7 +342,17 @@ def database_id() -> str:
     return row.value if row else "unknown"
 
 
+RETRYABLE_PGCODES = frozenset({"40001", "40P01", "55P03"})  # serialization failure, deadlock, lock not available
+
+
 def is_locked_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means "try the transaction again": SQLite busy/locked, PostgreSQL deadlock or
+    serialization failure."""
+    if not isinstance(exc, pw.DatabaseError):
+        return False
+    for candidate in (exc, *exc.args[:1], exc.__cause__, exc.__context__):
+        if getattr(candidate, "pgcode", None) in RETRYABLE_PGCODES:
+            return True
     text = str(exc).lower()
     return isinstance(exc, pw.OperationalError) and ("locked" in text or "busy" in text)
 
@@ -345,7 +367,7 @@ def write(fn: Callable[[], T], attempts: int = 8) -> T:
         try:
             with db.atomic():
                 return fn()
-        except pw.OperationalError as exc:
+        except pw.DatabaseError as exc:
             if not is_locked_error(exc) or attempt == attempts - 1:
                 raise
             time.sleep(delay * (1 + random.random()))

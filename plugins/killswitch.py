@@ -1,12 +1,12 @@
-"""Kill-switch (MC-4304 part C): while engaged, every automatic action is vetoed. Manual `mc`
-commands never ask, so they keep working."""
+"""Kill-switch (MC-4304 part C): while engaged (this host's `.mc_killswitch` or `MC_KILLSWITCH=1`, or
+the store's cluster flag), every automatic action is vetoed. Manual `mc` commands never ask, so
+they keep working."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from mc_hooks import hookimpl
-from mission_control.mc_orchestrator_flags import killswitch_active
 
 if TYPE_CHECKING:
     from mc_hooks.config import Section
@@ -22,6 +22,6 @@ class KillSwitch:
 
     @hookimpl
     def before_auto_action(self, action: str, ticket: Ticket | None, controller: Controller) -> str | None:
-        if killswitch_active(controller.root):
+        if controller.killswitch_active():
             return "kill-switch engaged"
         return None

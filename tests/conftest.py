@@ -145,7 +145,8 @@ def fresh_postgres(postgres_admin: Any) -> Iterator[str]:
         cur.execute(f'CREATE DATABASE "{name}"')
     yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
     with postgres_admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not os.environ.get("MC_TEST_KEEP_DB"):
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

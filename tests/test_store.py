@@ -73,3 +73,27 @@ def test_commands_other_than_init_do_not_create_a_database(tmp_path: Path) -> No
     with pytest.raises(StoreError, match="run `mc init`"):
         open_database(str(tmp_path / "mc.db"))
     assert not (tmp_path / "mc.db").exists()
+
+
+def test_init_widens_postgresql_timestamps_stored_as_4_byte_floats(tmp_path: Path, fresh_postgres: str) -> None:
+    import psycopg2
+
+    with psycopg2.connect(fresh_postgres) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE controller (id serial PRIMARY KEY, host varchar(255) NOT NULL, pid integer NOT NULL, "
+            "proc_start varchar(32) NOT NULL, started_at real NOT NULL, heartbeat_at real NOT NULL, "
+            "stopped_at real)"
+        )
+        cur.execute(
+            "INSERT INTO controller (host, pid, proc_start, started_at, heartbeat_at) "
+            "VALUES ('h', 1, '', 1795250515, 1795250515)"
+        )
+    mc = McRoot.__new__(McRoot)
+    mc.path, mc.state, mc.config = tmp_path, tmp_path / "state", {"database": fresh_postgres}
+    (tmp_path / "config.yaml").write_text(f"database: {fresh_postgres}\n", encoding="utf-8")
+    assert "controller.heartbeat_at (as double precision)" in mc.mc("init").stdout
+    assert mc.sql(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = 'controller' "
+        "AND column_name = 'heartbeat_at'"
+    ) == [("double precision",)]
+    assert mc.sql("SELECT count(*) FROM controller") == [(1,)]
