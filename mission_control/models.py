@@ -265,7 +265,8 @@ def init_schema() -> list[str]:
             existing = set(columns)
             for fld in model._meta.sorted_fields:
                 column = columns.get(fld.column_name)
-                if column is not None and isinstance(fld, pw.DoubleField) and column.data_type.lower() == "real":
+                widen = isinstance(real, pw.PostgresqlDatabase) and isinstance(fld, pw.DoubleField)
+                if column is not None and widen and column.data_type.lower() == "real":
                     # Early PostgreSQL schemas stored timestamps as 4-byte floats (2-minute resolution).
                     operations.append(migrator.alter_column_type(table, fld.column_name, pw.DoubleField()))
                     added.append(f"{table}.{fld.column_name} (as double precision)")
