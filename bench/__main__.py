@@ -334,6 +334,55 @@ def hook_overhead() -> dict[str, Any]:
     }
 
 
+def postgres_controllers(base: Path, tickets: int) -> dict[str, Any]:
+    """Lifecycle throughput with 1, 2 and 3 controllers sharing one PostgreSQL database."""
+    url = os.environ.get("MC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg2
+
+        admin = psycopg2.connect(url, connect_timeout=3)
+    except Exception as exc:
+        return {"skipped": f"no PostgreSQL at {url}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"}
+    admin.autocommit = True
+    out: dict[str, Any] = {"tickets": tickets}
+    try:
+        for count in (1, 2, 3):
+            name = f"mc_bench_{os.getpid()}_{count}"
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                cur.execute(f'CREATE DATABASE "{name}"')
+            try:
+                root = mc_root(base, f"pg{count}", WORKER_DONE, database=url.rsplit("/", 1)[0] + "/" + name)
+                add_tickets(root, tickets)
+                start = time.perf_counter()
+                procs = [
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "mission_control.cli",
+                            "--config",
+                            str(root / "config.yaml"),
+                            "run",
+                            "--until-idle",
+                        ],
+                        env=env(),
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    for _ in range(count)
+                ]
+                if any(p.wait() != 0 for p in procs):
+                    raise SystemExit("bench: a controller failed on PostgreSQL")
+                out[f"{count}_controllers_tickets_per_s"] = tickets / (time.perf_counter() - start)
+            finally:
+                with admin.cursor() as cur:
+                    cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+    return out
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -346,6 +395,7 @@ def machine() -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     life, retry, react, sc, hooks = (results[k] for k in ("lifecycle", "retry", "reaction", "scale", "hooks"))
+    pg = results["postgres"]
     sizes = [k for k in sc if k.isdigit()]
     runs = [k for k in sc if k.startswith("run_")]
     rows = [
@@ -408,6 +458,11 @@ def table(results: dict[str, Any]) -> str:
             hooks["mc_ns"] <= 3000,
         ),
     ]
+    if "skipped" in pg:
+        rows.append(("PostgreSQL, 1/2/3 controllers", pg["skipped"], "", "(no target)", True))
+    else:
+        rates = " | ".join(f"{n}: {pg[f'{n}_controllers_tickets_per_s']:.1f} t/s" for n in (1, 2, 3))
+        rows.append(("PostgreSQL, 1/2/3 controllers", f"{rates} ({pg['tickets']} tickets)", "", "(no target)", True))
     lines = ["| figure | measured | vs floor | target | met |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} | {'yes' if ok else 'NO'} |" for a, b, c, d, ok in rows]
     return "\n".join(lines)
@@ -418,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the bench works, not the targets")
     parser.add_argument(
         "--only",
-        choices=("lifecycle", "retry", "reaction", "scale", "hooks"),
+        choices=("lifecycle", "retry", "reaction", "scale", "hooks", "postgres"),
         help="run one figure and print its raw result (for profiling work)",
     )
     parser.add_argument("--tickets", type=int, help="with --only: how many tickets")
@@ -429,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             n = args.tickets or 500
             figure = {
+                "postgres": lambda: postgres_controllers(base, n),
                 "lifecycle": lambda: lifecycle(base, n),
                 "retry": lambda: retry_path(base, n),
                 "reaction": lambda: reaction(base, n),
@@ -451,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
                 base, (1_000, 10_000) if quick else (10_000, 100_000), (200, 1_000) if quick else (1_000, 10_000)
             ),
             "hooks": hook_overhead(),
+            "postgres": postgres_controllers(base, 60 if quick else 1000),
         }
     finally:
         shutil.rmtree(base, ignore_errors=True)
