@@ -114,6 +114,14 @@ class McRoot:
 
 
 POSTGRES_URL = os.environ.get("MC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_SKIPPED: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Without a PostgreSQL server, say once (not per test) that its tests were skipped and how to run them."""
+    if POSTGRES_SKIPPED:
+        count = len(terminalreporter.stats.get("skipped", []))
+        terminalreporter.write_line(f"{POSTGRES_SKIPPED[0]} ({count} tests)", yellow=True)
 
 
 @pytest.fixture(scope="session")
@@ -131,6 +139,7 @@ def postgres_admin() -> Iterator[Any]:
         )
         if os.environ.get("CI"):
             pytest.fail(message.replace("skipped", "cannot run in CI"))
+        POSTGRES_SKIPPED.append(message)
         pytest.skip(message)
     conn.autocommit = True
     yield conn
