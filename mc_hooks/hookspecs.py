@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING
 from mc_hooks import hookspec
 
 if TYPE_CHECKING:
-    from mission_control.controller import Controller
-    from mission_control.models import ShadowReview, Ticket
-    from mission_control.ticket_runtime import Death
+    from mission_control.controller import Controller, Death
+    from mission_control.models import Event, ShadowReview, Ticket
 
 
 @hookspec(firstresult=True)
@@ -84,5 +83,19 @@ def on_escalate(ticket: Ticket, reason: str, owner: str, controller: Controller)
     :param ticket: the escalated ticket (status ``needs_input``).
     :param reason: why it was escalated.
     :param owner: who it was escalated to (``escalation.owner``).
+    :param controller: the host facade.
+    """
+
+
+@hookspec
+def on_ticket_event(ticket: Ticket | None, event: Event, controller: Controller) -> None:
+    """An event was written to the audit trail (a report, a decision, a veto, an error).
+
+    Every implementation is called, each in its own transaction; one that raises is recorded and does
+    not stop the others. Events a plugin records from here are not passed to this hook again.
+
+    :param ticket: the ticket the event concerns, or None for loop-wide events.
+    :param event: ``action``, ``actor``, ``kind`` (report, action, veto, manual, error, host),
+        ``detail`` and ``created_at``.
     :param controller: the host facade.
     """

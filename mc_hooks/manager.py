@@ -13,7 +13,7 @@ keyword call, same order, firstresult semantics) but runs each implementation on
 * a plugin that raises is recorded as an error event naming plugin and hook; then the
   ``before_*`` hooks fail closed (the exception is a veto), the ``on_done_sentinel`` /
   ``on_worker_death`` call raises :class:`PluginFailed` for the host to park the ticket, and
-  ``on_escalate`` goes on to the other implementations.
+  ``on_escalate`` / ``on_ticket_event`` go on to the other implementations.
 """
 
 from __future__ import annotations
@@ -36,16 +36,18 @@ ENTRY_POINT_GROUP = "mc_hooks"
 
 # name -> "module:Class"; the class is instantiated with the plugin's config section.
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("done_verifier", "plugins.done_verifier:DoneVerifier"),
     ("review_loop", "plugins.review_loop:ReviewLoop"),
     ("dead_worker_retry", "plugins.dead_worker_retry:DeadWorkerRetry"),
     ("operator_guard", "plugins.operator_guard:OperatorGuard"),
     ("killswitch", "plugins.killswitch:KillSwitch"),
+    ("circuit_breaker", "plugins.circuit_breaker:CircuitBreaker"),
 )
 BUILTIN_NAMES = tuple(name for name, _ in BUILTIN_PLUGINS)
 
 FAIL_CLOSED = frozenset({"before_auto_action", "before_operator_reopen"})
 MUST_SUCCEED = frozenset({"on_done_sentinel", "on_worker_death"})
-TRANSACTIONAL = MUST_SUCCEED | {"on_escalate"}
+TRANSACTIONAL = MUST_SUCCEED | {"on_escalate", "on_ticket_event"}
 
 
 class PluginFailed(Exception):

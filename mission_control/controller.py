@@ -10,8 +10,11 @@ import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from peewee import fn
 
 from mc_hooks.config import Config
 from mission_control import mc_orchestrator_flags as flags
@@ -31,6 +34,17 @@ from mission_control.models import (
 )
 
 RELEASED = ("todo", "done", "needs_input")
+
+
+@dataclass(frozen=True)
+class Death:
+    """How a worker ended without a DONE sentinel (what ``on_worker_death`` receives)."""
+
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    log_tail: str
+    reason: str
 
 
 def short(text: str, limit: int = 200) -> str:
@@ -56,6 +70,7 @@ class Controller:
         self.manual = manual
         self._new_escalations: list[int] = []
         self.cluster_killswitch: dict[str, Any] | None = None
+        self._in_event_hook = False
 
     # -- context -------------------------------------------------------------------------------
 
@@ -140,6 +155,18 @@ class Controller:
         """Whether a worker process for the ticket is still running."""
         return WorkerRun.select().where((WorkerRun.ticket == ticket.id) & (WorkerRun.outcome == "running")).exists()
 
+    def events_since(self, since: float, actions: tuple[str, ...]) -> list[Event]:
+        """Audit events with one of ``actions`` recorded at or after ``since``, across all tickets."""
+        return list(Event.select().where((Event.created_at >= since) & Event.action.in_(actions)).order_by(Event.id))
+
+    def killswitch_changed_at(self) -> float | None:
+        """When the kill-switch was last engaged or released (from the audit trail), or None."""
+        return Event.select(fn.MAX(Event.created_at)).where(Event.action == "killswitch").scalar()
+
+    def ticket_key(self, ticket_id: int | None) -> str:
+        """The key of the ticket with this id ('?' if there is none)."""
+        return Ticket.select(Ticket.key).where(Ticket.id == ticket_id).scalar() or "?"
+
     def escalations(self, ticket: Ticket) -> list[Escalation]:
         """The ticket's escalations, oldest first."""
         return list(Escalation.select().where(Escalation.ticket == ticket.id).order_by(Escalation.id))
@@ -147,11 +174,15 @@ class Controller:
     # -- writes --------------------------------------------------------------------------------
 
     def record(
-        self, ticket: Ticket | None, action: str, detail: str = "", kind: str | None = None, actor: str | None = None
+        self,
+        ticket: Ticket | None,
+        action: str,
+        detail: str = "",
+        kind: str | None = None,
+        actor: str | None = None,
     ) -> None:
-        """Append an event to the audit trail."""
-        insert_row(
-            Event,
+        """Append an event to the audit trail and pass it to ``on_ticket_event`` plugins."""
+        event = Event(
             ticket=ticket.id if ticket is not None else None,
             action=action,
             actor=actor or self.actor,
@@ -159,6 +190,21 @@ class Controller:
             detail=detail,
             created_at=time.time(),
         )
+        insert_row(
+            Event,
+            ticket=event.ticket_id,
+            action=event.action,
+            actor=event.actor,
+            kind=event.kind,
+            detail=event.detail,
+            created_at=event.created_at,
+        )
+        if self.hooks is not None and not self._in_event_hook:
+            self._in_event_hook = True  # what plugins record from there is not passed back to them
+            try:
+                self.hooks.on_ticket_event(ticket=ticket, event=event, controller=self)
+            finally:
+                self._in_event_hook = False
 
     def _update(self, ticket: Ticket, **fields: Any) -> None:
         fields["updated_at"] = time.time()
@@ -249,6 +295,40 @@ class Controller:
             write(lambda e=escalation: update_row(Escalation, e.id, notified_at=time.time()))
             delivered += 1
         return delivered
+
+    def notify_owner(self, ticket: Ticket, reason: str) -> None:
+        """Tell the owner (``on_escalate``, once committed) without parking the ticket."""
+        escalation = Escalation.create(
+            ticket=ticket.id, owner=self.owner, reason=reason, actor=self.actor, created_at=time.time()
+        )
+        self.record(ticket, "notify", f"{self.owner}: {short(reason)}")
+        self._new_escalations.append(escalation.id)
+        if not db.in_transaction():
+            self.flush_escalations()
+
+    def engage_killswitch(self, reason: str) -> None:
+        """Engage the kill-switch for every host (this root's file and the store's flag) by the
+        current actor; only a person (`mc killswitch off`) releases it."""
+        info = flags.engage_killswitch(self.config.root, who=self.actor, reason=reason)
+        flags.set_cluster_killswitch(info)
+        self.cluster_killswitch = info
+        self.record(None, "killswitch", f"engaged: {reason}")
+
+    def current_run(self, ticket: Ticket) -> WorkerRun | None:
+        """The ticket's latest worker run (attempt), or None."""
+        return WorkerRun.select().where(WorkerRun.ticket == ticket.id).order_by(WorkerRun.attempt.desc()).first()
+
+    def treat_as_death(self, ticket: Ticket, reason: str) -> None:
+        """Count a worker's claimed DONE as a dead worker (``reason`` says why) and let
+        ``on_worker_death`` decide, as for any death: retry, or escalate at the limit."""
+        ticket.death_count += 1
+        update_row(Ticket, ticket.id, death_count=ticket.death_count)
+        self.record(ticket, "rejected_done", reason)
+        death = Death(None, None, False, "", reason)
+        handled = self.hooks.on_worker_death(ticket=ticket, death=death, controller=self) if self.hooks else None
+        if not handled:
+            self.set_status(ticket, "needs_input", f"worker died ({reason})")
+            self.comment(ticket, "Worker died unexpectedly.")
 
     def active(self, ticket: Ticket) -> bool:
         """Whether the ticket has work in flight (a worker or a review)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +31,7 @@ STORIES = (
     ("A worker death, then success", "die, pass"),
     ("Two worker deaths: escalation", "die, die"),
     ("Passed review, TODO in the log: the operator is guarded", "todo"),
+    ("The same gap comes back: escalated early", "stuck, stuck, pass"),
 )
 
 
@@ -51,6 +53,14 @@ def demo_config(root: Path) -> Path:
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
+
+
+def _killswitch(config_path: Path, state: str) -> None:
+    """Flip the kill-switch as a person would (`mc killswitch on|off`)."""
+    from mission_control.cli import main
+
+    main(["--config", str(config_path), "killswitch", state, *(["--reason", "demo"] if state == "on" else [])])
+    open_database(load_config(config_path, env={}).database)
 
 
 def _run(config_path: Path) -> None:
@@ -86,22 +96,37 @@ def run_demo(keep: bool = False) -> int:
         print(f"Mission Control demo in {root}")
         print("A scripted agent and reviewer stand in for real ones; each ticket's body says what they do.")
 
+        repo = root / "repo"
+        repo.mkdir()
+        for args in (
+            ["init", "-q"],
+            ["-c", "user.name=demo", "-c", "user.email=demo@mc.invalid", "commit", "--allow-empty", "-q", "-m", "base"],
+        ):
+            subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
         with db.atomic():
             keys = [
                 new_ticket(config.ticket_prefix, title=title, body=f"script: {script}").key for title, script in STORIES
             ]
+            keys.append(
+                new_ticket(
+                    config.ticket_prefix,
+                    title="Claims a commit that does not exist, then commits",
+                    body="script: bogus, commit",
+                    repo=str(repo),
+                ).key
+            )
         _run(config_path)
         _show(keys, controller)
 
         print("\n--- kill-switch: engaged before a ticket arrives ---")
-        flags.engage_killswitch(root, who="demo", reason="demo")
+        _killswitch(config_path, "on")
         with db.atomic():
             held = new_ticket(
                 config.ticket_prefix, title="Held by the kill-switch until released", body="script: pass"
             ).key
         _run(config_path)
         print(f"{held} while engaged: {controller.ticket(held).status} (nothing automatic ran)")
-        flags.release_killswitch(root)
+        _killswitch(config_path, "off")
         _run(config_path)
         _show([held], controller)
 
@@ -115,10 +140,25 @@ def run_demo(keep: bool = False) -> int:
                 attempts=0,
             ).key
         Operator(Controller(config, actor="operator"), load_plugins(config).hook).sweep()
-        print(f"{keys[-1]} (passed review, 'TODO' in its log): {controller.ticket(keys[-1]).status} — guarded")
+        print(f"{keys[6]} (passed review, 'TODO' in its log): {controller.ticket(keys[6]).status} — guarded")
         print(f"{weak} (no done_sha, never reviewed): {controller.ticket(weak).status} — reopened")
         _run(config_path)
-        _show([keys[-1], weak], controller)
+        _show([keys[6], weak], controller)
+
+        print("\n--- circuit breaker: a broken agent CLI kills every run ---")
+        with db.atomic():
+            broken = [
+                new_ticket(config.ticket_prefix, title=f"Broken agent {i}", body="script: die, die").key
+                for i in range(1, 4)
+            ]
+        _run(config_path)
+        status = flags.killswitch_status(root)
+        print(f"kill-switch engaged by {status.get('who')}: {status.get('reason')}")
+        print(
+            "runs of the broken tickets: "
+            + ", ".join(f"{k} {(state / f'{k}.runs').read_text()}" for k in broken if (state / f"{k}.runs").exists())
+        )
+        _show(broken, controller)
     finally:
         close_database()
         for name, value in saved.items():

@@ -27,7 +27,7 @@ from mc_hooks.config import Config, ConfigError, load_config
 from mc_hooks.manager import PluginFailed, PluginHost, load_plugins
 from mission_control import faults, shadow_reviewer
 from mission_control import ticket_runtime as rt
-from mission_control.controller import Controller, short
+from mission_control.controller import Controller, Death, short
 from mission_control.luci_operator import Operator
 from mission_control.models import (
     ACTIVE,
@@ -428,7 +428,7 @@ class Pickup:
     def apply_death(self, ticket: Ticket, run: WorkerRun) -> None:
         ticket.death_count += 1
         update_row(Ticket, ticket.id, death_count=ticket.death_count)
-        death = rt.Death(run.exit_code, run.signal, run.timed_out, run.log_tail or "", run.death_reason or "died")
+        death = Death(run.exit_code, run.signal, run.timed_out, run.log_tail or "", run.death_reason or "died")
         try:
             handled = self.plugins.hook.on_worker_death(ticket=ticket, death=death, controller=self.controller)
         except PluginFailed as exc:
@@ -562,6 +562,7 @@ class Pickup:
             "MC_ATTEMPT": str(run.attempt),
             "MC_RUN_ID": f"{self.db_id}:{run.id}",
         }
+        base_sha = rt.git_head(ticket.repo) if ticket.repo else None
         try:
             process = rt.spawn(
                 "worker",
@@ -579,6 +580,7 @@ class Pickup:
             self.dirty = True
             return None
         process.token = run.token
+        process.base_sha = base_sha
         self.watcher.add(process)
         return process
 
@@ -590,7 +592,7 @@ class Pickup:
         def store() -> None:
             for p in processes:
                 if p.kind == "worker":
-                    update_row(WorkerRun, p.run_id, pid=p.pid, proc_start=p.start)
+                    update_row(WorkerRun, p.run_id, pid=p.pid, proc_start=p.start, base_sha=p.base_sha)
                 else:
                     update_row(WorkerRun, p.run_id, review_pid=p.pid, review_proc_start=p.start)
 
@@ -710,7 +712,7 @@ class Pickup:
         if sha and fenced:
             status = "in_review" if self.config.reviewer.enabled else ticket.status
             update_row(Ticket, ticket.id, done_sha=sha, status=status, updated_at=time.time())
-        self.controller.record(ticket, "report", detail, kind="report", actor="worker")
+        self.controller.record(ticket, "done" if sha else "death", detail, kind="report", actor="worker")
 
     # -- recovery ------------------------------------------------------------------------------
 

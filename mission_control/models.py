@@ -156,6 +156,7 @@ class WorkerRun(BaseModel):
     applied_at = pw.DoubleField(null=True)
     review_pid = pw.IntegerField(null=True)
     review_starts = pw.IntegerField(default=0)
+    base_sha = pw.CharField(max_length=40, null=True)  # the repo's HEAD when the worker started
     review_proc_start = pw.CharField(max_length=32, default="")
 
     class Meta:

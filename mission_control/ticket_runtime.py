@@ -29,17 +29,6 @@ TAIL_BYTES = 4096
 SESSION_NAMESPACE = uuid.UUID("5b0b3c2e-4d1f-4f5e-9a51-6d6d1c0a3b77")
 
 
-@dataclass(frozen=True)
-class Death:
-    """How a worker ended without a DONE sentinel."""
-
-    exit_code: int | None
-    signal: int | None
-    timed_out: bool
-    log_tail: str
-    reason: str
-
-
 def render(template: tuple[str, ...] | list[str], values: Mapping[str, str]) -> list[str]:
     """Fill ``{name}`` placeholders in each argv element; other braces stay as they are."""
 
@@ -210,6 +199,7 @@ class Process:
     signal: int | None = None
     stopped: str = ""  # why the controller stopped it, if it did
     token: int = 0  # the claim token it runs under (fencing)
+    base_sha: str | None = None  # the repo's HEAD when the worker started
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -359,6 +349,21 @@ class Watcher:
         self.selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+def git_head(repo: str) -> str | None:
+    """The commit checked out in ``repo`` (``git rev-parse HEAD``), or None if it is not a git work tree."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", repo, "rev-parse", "--verify", "-q", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 def describe_death(process: Process) -> str:

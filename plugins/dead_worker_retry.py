@@ -9,9 +9,8 @@ from mc_hooks import hookimpl
 
 if TYPE_CHECKING:
     from mc_hooks.config import Section
-    from mission_control.controller import Controller
+    from mission_control.controller import Controller, Death
     from mission_control.models import Ticket
-    from mission_control.ticket_runtime import Death
 
 TIMES = {1: "once", 2: "twice"}
 
@@ -27,7 +26,7 @@ class DeadWorkerRetry:
         deaths = ticket.death_count  # already counts this death
         if deaths >= self.max_deaths:
             times = TIMES.get(deaths, f"{deaths} times")
-            controller.record(ticket, "worker_death", f"death {deaths}/{self.max_deaths} ({death.reason}), escalating")
+            controller.record(ticket, "retry_limit", f"death {deaths}/{self.max_deaths} ({death.reason}), escalating")
             controller.escalate(ticket, f"Worker died {times}. Needs {controller.owner_title} to review.")
             return True
         # A QA fail not yet superseded by a newer DONE takes precedence: the retry carries its

@@ -3,6 +3,7 @@ reviewer's feedback, up to ``max_review_cycles``; an uncertain review goes to th
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from mc_hooks import hookimpl
@@ -25,6 +26,17 @@ def feedback_comment(review: ShadowReview) -> str:
     )
 
 
+def normalise(gap: str) -> str:
+    """A gap's text for comparison: case, whitespace, punctuation and numbers do not count."""
+    return " ".join(re.sub(r"[\W\d_]+", " ", gap.lower()).split())
+
+
+def repeated_gap(review: ShadowReview, earlier: list[ShadowReview]) -> str | None:
+    """A gap of ``review`` that an earlier failed review of the same ticket already named, or None."""
+    seen = {normalise(gap) for older in earlier for gap in older.gaps} - {""}
+    return next((gap for gap in review.gaps if normalise(gap) in seen), None)
+
+
 def feedback_of(review: ShadowReview) -> dict[str, Any]:
     """What a redispatch appends to the worker's prompt."""
     return {"sha": review.done_sha, "reasons": review.reasons, "gaps": review.gaps}
@@ -36,6 +48,7 @@ class ReviewLoop:
 
     def __init__(self, settings: Section) -> None:
         self.max_review_cycles: int = settings.integer("max_review_cycles", 3, minimum=1)
+        self.escalate_on_repeat: bool = settings.flag("escalate_on_repeat", True)
 
     @hookimpl
     def on_done_sentinel(
@@ -52,6 +65,13 @@ class ReviewLoop:
             return True
         controller.comment(ticket, feedback_comment(review))
         cycles = controller.count_review_cycle(ticket)
+        if self.escalate_on_repeat:
+            earlier = [r for r in controller.reviews(ticket) if r.verdict == "fail" and r.id != review.id]
+            gap = repeated_gap(review, earlier)
+            if gap is not None:  # not converging: do not spend the remaining cycles
+                controller.record(ticket, "review_fail", f"fail {cycles}/{self.max_review_cycles}, a gap came back")
+                controller.escalate(ticket, f"The same gap came back: {gap}. Needs {controller.owner_title} decision.")
+                return True
         if cycles >= self.max_review_cycles:
             controller.record(ticket, "review_fail", f"fail {cycles}/{self.max_review_cycles}, escalating")
             controller.escalate(ticket, f"Max review cycles reached. Needs {controller.owner_title} decision.")

@@ -6,8 +6,8 @@ import json
 
 from mc_hooks.manager import PluginFailed
 from mission_control import mc_orchestrator_flags as flags
+from mission_control.controller import Death
 from mission_control.models import Comment, ShadowReview
-from mission_control.ticket_runtime import Death
 
 
 def review(ticket, sha: str, verdict: str, reasons=("r1",), gaps=("g1",)) -> ShadowReview:
@@ -105,4 +105,4 @@ def test_a_plugin_that_raises_in_on_done_sentinel_rolls_back_its_changes(
     else:
         raise AssertionError("PluginFailed was not raised")
     assert list(mc_controller.refresh(ticket).comments) == []
-    assert mc_plugin_manager.call_order("on_done_sentinel") == ["review_loop"]
+    assert mc_plugin_manager.call_order("on_done_sentinel") == ["done_verifier", "review_loop"]

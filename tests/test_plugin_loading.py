@@ -33,7 +33,7 @@ def config_with(tmp_path: Path, plugins: str) -> Path:
 def test_builtins_load_by_name_in_the_declared_order(tmp_path: Path) -> None:
     host = load_plugins(load_config(config_with(tmp_path, "{}"), env={}))
     assert [info.name for info in host.infos] == list(BUILTIN_NAMES)
-    assert host.call_order("on_done_sentinel") == ["review_loop"]
+    assert host.call_order("on_done_sentinel") == ["done_verifier", "review_loop"]
     assert host.call_order("before_auto_action") == ["killswitch"]
 
 
@@ -76,7 +76,7 @@ def test_unknown_plugin_name_lists_what_exists(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError,
         match=r"plugins.no_such_plugin: no built-in plugin, entry point or importable "
-        r"module of that name \(known: review_loop, dead_worker_retry",
+        r"module of that name \(known: done_verifier, review_loop, dead_worker_retry",
     ):
         load_plugins(load_config(config_with(tmp_path, "no_such_plugin: {}"), env={}))
 

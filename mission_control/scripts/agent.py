@@ -2,18 +2,21 @@
 
 The ticket body holds a line ``script: a, b, c``: the k-th time this agent runs for a ticket it
 does the k-th step (the last one repeats). Steps: ``pass``, ``fail``, ``uncertain`` (print
-``DONE: <sha>``; the sha tells the scripted reviewer which verdict to give), ``die`` (exit 1
+``DONE: <sha>``; the sha tells the scripted reviewer which verdict to give), ``stuck`` (DONE; the
+reviewer fails it with the same gap every time), ``commit`` (a real commit in the ticket's git repo,
+and DONE with its sha), ``bogus`` (DONE with a sha that does not exist), ``die`` (exit 1
 without DONE), ``hang`` (sleep until killed), ``todo`` (DONE, with "TODO" in the log).
 It counts its runs in ``$MC_DEMO_STATE/<ticket>.runs`` and first sleeps ``$MC_DEMO_DELAY`` seconds.
 """
 
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-VERDICT_CODE = {"pass": "a", "fail": "f", "uncertain": "c", "todo": "a"}
+VERDICT_CODE = {"pass": "a", "fail": "f", "uncertain": "c", "todo": "a", "stuck": "e"}
 
 
 def steps(prompt: str) -> list[str]:
@@ -42,6 +45,16 @@ def main() -> int:
         return 1
     if step == "todo":
         print("agent: left a TODO for later")
+    if step == "bogus":
+        print("DONE: 0badc0de0badc0de")
+        return 0
+    if step == "commit":
+        message = f"{ticket}: run {run}"
+        git = ["git", "-c", "user.name=agent", "-c", "user.email=agent@mc.invalid"]
+        subprocess.run([*git, "commit", "--allow-empty", "-q", "-m", message], check=True)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        print(f"DONE: {head.stdout.strip()}")
+        return 0
     # The sha carries the step for the scripted reviewer: <verdict code><run, 6 hex><padding>.
     print(f"DONE: {VERDICT_CODE[step]}{run:06x}00000")
     return 0

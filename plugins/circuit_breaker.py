@@ -1,0 +1,56 @@
+"""Circuit breaker: when workers die or reviews fail in a storm, across all tickets, engage the
+kill-switch by itself and tell the owner, so a broken agent CLI, an expired API key or a bad reviewer
+cannot burn a night of paid runs. Only a person (`mc killswitch off`) releases it."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from mc_hooks import hookimpl
+
+if TYPE_CHECKING:
+    from mc_hooks.config import Section
+    from mission_control.controller import Controller
+    from mission_control.models import Event, Ticket
+
+DEATHS = ("death", "rejected_done")  # a worker ended without DONE, or its DONE claim was refused
+
+
+def _is_fail(event: Event) -> bool:
+    return event.action == "verdict" and event.detail.startswith("fail ")
+
+
+class CircuitBreaker:
+    """``on_ticket_event``: count deaths and review fails in the window; trip at the limits."""
+
+    def __init__(self, settings: Section) -> None:
+        self.max_deaths: int = settings.integer("max_deaths", 5, minimum=1)
+        self.max_review_fails: int = settings.integer("max_review_fails", 8, minimum=1)
+        self.window: float = settings.number("window_seconds", 600)
+
+    @hookimpl
+    def on_ticket_event(self, ticket: Ticket | None, event: Event, controller: Controller) -> None:
+        if ticket is None or not (event.action in DEATHS or _is_fail(event)) or controller.killswitch_active():
+            return
+        # Count from the store, since the window began or a person last flipped the kill-switch
+        # (whichever is later), so a release starts from zero and a restart forgets nothing.
+        since = max(time.time() - self.window, controller.killswitch_changed_at() or 0.0)
+        recent = controller.events_since(since, (*DEATHS, "verdict"))
+        deaths = [e for e in recent if e.action in DEATHS]
+        fails = [e for e in recent if _is_fail(e)]
+        if len(deaths) >= self.max_deaths:
+            tripped, what = deaths, f"{len(deaths)} worker deaths"
+        elif len(fails) >= self.max_review_fails:
+            tripped, what = fails, f"{len(fails)} review fails"
+        else:
+            return
+        keys = sorted({controller.ticket_key(e.ticket_id) for e in tripped}, key=lambda key: (len(key), key))
+        minutes = f"{self.window / 60:g} minutes"
+        reason = f"circuit breaker: {what} within {minutes} (tickets {', '.join(keys)})"
+        controller.engage_killswitch(reason)
+        controller.notify_owner(
+            ticket,
+            f"The circuit breaker engaged the kill-switch: {what} within {minutes} across {', '.join(keys)}. "
+            f"Nothing automatic runs until `mc killswitch off`. Needs {controller.owner_title} to look.",
+        )
