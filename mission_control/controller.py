@@ -289,7 +289,7 @@ class Controller:
             query = query.where(Escalation.id.in_(self._new_escalations))
         self._new_escalations = []
         delivered = 0
-        for escalation in query.order_by(Escalation.id):
+        for escalation in list(query.order_by(Escalation.id)):  # no read snapshot held across the writes
             ticket = Ticket.get_by_id(escalation.ticket_id)
             self.hooks.on_escalate(ticket=ticket, reason=escalation.reason, owner=escalation.owner, controller=self)
             write(lambda e=escalation: update_row(Escalation, e.id, notified_at=time.time()))
