@@ -785,16 +785,8 @@ class Pickup:
             pid = rt.find_process_with_env("MC_RUN_ID", f"{self.db_id}:{run.id}")
         if run.host == self.host and pid and rt.pid_alive(pid, run.proc_start if run.pid else ""):
             start = run.proc_start or rt.proc_start_time(pid)
-            adopted = rt.adopt(
-                "worker", run.id, seen.id, pid, start, Path(run.log_path), run.started_at + profile.timeout
-            )
-            adopted.token = token
-            self.watcher.add(adopted)
-            write(
-                lambda: self.controller.record(
-                    seen, "recover", f"adopted attempt {run.attempt} (pid {pid})", kind="host"
-                )
-            )
+            deadline = run.started_at + profile.timeout
+            self.adopt("worker", run, seen, pid, start, Path(run.log_path), deadline, token)
             return
         if run.host != self.host and run.pid:
             death = (None, None, False, f"its controller on {run.host} is gone (lease expired)")
@@ -807,6 +799,16 @@ class Pickup:
         death = (None, None, False, "ended while its controller was down, without a DONE line")
         self.record_report(run, seen.id, sha, None if sha else death)
 
+    def adopt(
+        self, kind: str, run: WorkerRun, ticket: Ticket, pid: int, start: str, stdout: Path, deadline: float, token: int
+    ) -> None:
+        """Watch a worker or reviewer a gone controller started, under this controller's claim."""
+        adopted = rt.adopt(kind, run.id, ticket.id, pid, start, stdout, deadline)
+        adopted.token = token
+        self.watcher.add(adopted)
+        what = f"attempt {run.attempt}" if kind == "worker" else f"the review of attempt {run.attempt}"
+        write(lambda: self.controller.record(ticket, "recover", f"adopted {what} (pid {pid})", kind="host"))
+
     def recover_review(self, run: WorkerRun, ticket: Ticket, token: int) -> None:
         """A review left by a gone controller: adopt it if it still runs here, take its verdict from
         its log if it finished, or let it start again (counted, so it cannot loop)."""
@@ -817,22 +819,8 @@ class Pickup:
         stdout = Path(run.log_path).with_name(f"{run.attempt}.review.log")
         start = run.review_proc_start if run.review_pid else ""
         if same_host and pid and rt.pid_alive(pid, start):
-            adopted = rt.adopt(
-                "review",
-                run.id,
-                ticket.id,
-                pid,
-                start or rt.proc_start_time(pid),
-                stdout,
-                time.time() + self.config.reviewer.timeout,
-            )
-            adopted.token = token
-            self.watcher.add(adopted)
-            write(
-                lambda: self.controller.record(
-                    ticket, "recover", f"adopted the review of attempt {run.attempt}", kind="host"
-                )
-            )
+            deadline = time.time() + self.config.reviewer.timeout
+            self.adopt("review", run, ticket, pid, start or rt.proc_start_time(pid), stdout, deadline, token)
             return
         parsed = shadow_reviewer.parse_verdict(stdout)
         if parsed is not None:
