@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
+import peewee as pw
+
 from mc_hooks.config import DEFAULT_CONFIG_TEXT, Config, ConfigError, config_path, load_config
 from mission_control import mc_orchestrator_flags as flags
 from mission_control.controller import Controller
@@ -119,6 +121,9 @@ def _ticket_fields(config: Config, title: Any, body: Any, repo: Any, worker: Any
         raise UsageError("title: expected a non-empty string")
     if body is not None and not isinstance(body, str):
         raise UsageError("body: expected a string")
+    for name, text in (("title", title), ("body", body or "")):
+        if "\x00" in text:  # PostgreSQL cannot store it, and no tracker needs it
+            raise UsageError(f"{name}: expected text without NUL characters")
     worker = worker or "default"
     if not isinstance(worker, str) or worker not in config.workers:
         raise UsageError(
@@ -628,6 +633,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, StoreError, UsageError) as exc:
         print(f"mc: {exc}", file=sys.stderr)
         return 2
+    except pw.DatabaseError as exc:  # not the user's mistake (an outage, say), but still one clear line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"mc: database error: {first}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

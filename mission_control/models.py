@@ -232,7 +232,32 @@ def open_database(database: str, create: bool = False) -> pw.Database:
         except pw.OperationalError as exc:
             raise StoreError(f"{database}: cannot open: {exc}") from None
     db.initialize(real)
+    if not create:
+        missing = schema_gaps()
+        if missing:
+            where = database if not database.startswith("postgresql://") else database.split("@")[-1]
+            if missing == ["(no tables)"]:
+                raise StoreError(f"{where}: no Mission Control schema here yet (run `mc init`)")
+            raise StoreError(
+                f"{where}: the schema is older than this mc (no {missing[0]}); run `mc init` to migrate it"
+            )
     return real
+
+
+def schema_gaps() -> list[str]:
+    """Tables and columns the models expect that the open database lacks (``["(no tables)"]`` if empty)."""
+    tables = set(db.obj.get_tables())
+    if Ticket._meta.table_name not in tables:
+        return ["(no tables)"]
+    gaps = []
+    for model in MODELS:
+        table = model._meta.table_name
+        if table not in tables:
+            gaps.append(table)
+            continue
+        columns = {column.name for column in db.obj.get_columns(table)}
+        gaps += [f"{table}.{f.column_name}" for f in model._meta.sorted_fields if f.column_name not in columns]
+    return gaps
 
 
 def close_database() -> None:

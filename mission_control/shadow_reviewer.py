@@ -26,7 +26,7 @@ def _clean_list(value: object) -> list[str] | None:
         return []
     if not isinstance(value, list):
         return None
-    return [str(item)[:MAX_ITEM_CHARS] for item in value[:MAX_ITEMS]]
+    return [str(item)[:MAX_ITEM_CHARS].replace("\x00", "\\0") for item in value[:MAX_ITEMS]]
 
 
 def parse_verdict(stdout_path: str | os.PathLike[str]) -> tuple[str, list[str], list[str]] | None:

@@ -110,3 +110,24 @@ def test_plugins_lists_sources_and_call_order(mc_root: McRoot) -> None:
     out = mc_root.mc("plugins").stdout
     assert "review_loop          built-in (plugins.review_loop:ReviewLoop)" in out
     assert "  on_worker_death: dead_worker_retry" in out
+
+
+def test_nul_characters_in_ticket_text_are_refused_with_one_line(mc_root: McRoot, tmp_path: Path) -> None:
+    path = tmp_path / "nul.jsonl"
+    path.write_text(json.dumps({"title": "a\u0000b"}) + "\n", encoding="utf-8")
+    result = mc_root.mc("ticket", "import", str(path), check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"mc: {path}:1: title: expected text without NUL characters; nothing was added"
+
+
+def test_a_reviewer_printing_nul_in_its_reasons_is_stored_safely(mc_root: McRoot) -> None:
+    mc_root.config["reviewer"]["command"] = [
+        sys.executable,
+        "-c",
+        'print(\'{"verdict": "pass", "reasons": ["ok\\\\u0000then"], "gaps": []}\')',
+    ]
+    mc_root.write_config()
+    key = mc_root.add("nul reasons")
+    mc_root.run()
+    ticket = mc_root.show(key)
+    assert (ticket["status"], ticket["reviews"][0]["reasons"]) == ("done", ["ok\\0then"])

@@ -97,3 +97,28 @@ def test_init_widens_postgresql_timestamps_stored_as_4_byte_floats(tmp_path: Pat
         "AND column_name = 'heartbeat_at'"
     ) == [("double precision",)]
     assert mc.sql("SELECT count(*) FROM controller") == [(1,)]
+
+
+def test_a_database_without_the_schema_says_to_run_init(tmp_path: Path) -> None:
+    (tmp_path / "mc.db").touch()
+    (tmp_path / "config.yaml").write_text("database: mc.db\n", encoding="utf-8")
+    mc = McRoot.__new__(McRoot)
+    mc.path, mc.state, mc.config = tmp_path, tmp_path / "state", {"database": "mc.db"}
+    result = mc.mc("ticket", "list", check=False)
+    assert (result.returncode, result.stderr.strip()) == (
+        2,
+        f"mc: {tmp_path / 'mc.db'}: no Mission Control schema here yet (run `mc init`)",
+    )
+
+
+def test_an_older_schema_says_to_migrate_before_anything_runs(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    with sqlite3.connect(root / "mc.db") as conn:
+        conn.executescript(OLD_SCHEMA)
+    (root / "config.yaml").write_text("database: mc.db\n", encoding="utf-8")
+    mc = McRoot.__new__(McRoot)
+    mc.path, mc.state, mc.config = root, root / "state", {"database": "mc.db"}
+    result = mc.mc("ticket", "list", check=False)
+    assert result.returncode == 2 and "the schema is older than this mc" in result.stderr
+    assert "run `mc init` to migrate it" in result.stderr and "Traceback" not in result.stderr
