@@ -84,9 +84,14 @@ def test_mc4304_operator_does_not_reopen_a_ticket_with_a_passing_verdict(mc_root
 def test_mc4304_operator_does_not_reopen_a_ticket_the_review_loop_handled(mc_root: McRoot) -> None:
     key = mc_root.add("fail then pass, TODO in log", "fail, todo")
     mc_root.run()
-    mc_root.mc("ticket", "comment", key, "nothing")  # a person looks; not a state change
+    assert mc_root.show(key)["review_cycles"] == 1
+    # A person records another sha that no review passed: only review_cycles >= 1 can keep it done now.
+    mc_root.mc("ticket", "set", key, "--status", "done", "--done-sha", "abcdef1")
     mc_root.mc("operator", "--once")
-    assert mc_root.show(key)["status"] == "done"
+    ticket = mc_root.show(key)
+    assert ticket["status"] == "done"
+    vetoes = [e["detail"] for e in ticket["events"] if e["actor"] == "operator_guard"]
+    assert len(vetoes) == 1 and "the review loop already judged it (1 review cycles)" in vetoes[0]
 
 
 def test_mc4304_operator_reopens_an_unjudged_weak_completion(mc_root: McRoot) -> None:
