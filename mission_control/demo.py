@@ -55,6 +55,19 @@ def demo_config(root: Path) -> Path:
     return path
 
 
+def _demo_repo(root: Path) -> Path | None:
+    """A git repository for the verified-DONE story, or None (story skipped) where git is missing."""
+    if shutil.which("git") is None:
+        print("(git is not installed: the verified-DONE story is skipped)")
+        return None
+    repo = root / "repo"
+    repo.mkdir()
+    identity = ["-c", "user.name=demo", "-c", "user.email=demo@mc.invalid"]
+    for args in (["init", "-q"], [*identity, "commit", "--allow-empty", "-q", "-m", "base"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    return repo
+
+
 def _killswitch(config_path: Path, state: str) -> None:
     """Flip the kill-switch as a person would (`mc killswitch on|off`)."""
     from mission_control.cli import main
@@ -96,25 +109,20 @@ def run_demo(keep: bool = False) -> int:
         print(f"Mission Control demo in {root}")
         print("A scripted agent and reviewer stand in for real ones; each ticket's body says what they do.")
 
-        repo = root / "repo"
-        repo.mkdir()
-        for args in (
-            ["init", "-q"],
-            ["-c", "user.name=demo", "-c", "user.email=demo@mc.invalid", "commit", "--allow-empty", "-q", "-m", "base"],
-        ):
-            subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+        repo = _demo_repo(root)
         with db.atomic():
             keys = [
                 new_ticket(config.ticket_prefix, title=title, body=f"script: {script}").key for title, script in STORIES
             ]
-            keys.append(
-                new_ticket(
-                    config.ticket_prefix,
-                    title="Claims a commit that does not exist, then commits",
-                    body="script: bogus, commit",
-                    repo=str(repo),
-                ).key
-            )
+            if repo is not None:
+                keys.append(
+                    new_ticket(
+                        config.ticket_prefix,
+                        title="Claims a commit that does not exist, then commits",
+                        body="script: bogus, commit",
+                        repo=str(repo),
+                    ).key
+                )
         _run(config_path)
         _show(keys, controller)
 
