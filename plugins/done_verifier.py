@@ -22,8 +22,11 @@ def _git(repo: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def claim_problem(repo: str, sha: str, branch: str | None, base: str | None) -> str | None:
     """Why a DONE claim of ``sha`` does not hold in ``repo``, or None when it does (or when ``repo``
-    is not a git work tree, where there is nothing to check)."""
-    if _git(repo, "rev-parse", "--git-dir").returncode != 0:
+    is not a git work tree or git is not installed, where there is nothing to check)."""
+    try:
+        if _git(repo, "rev-parse", "--git-dir").returncode != 0:
+            return None
+    except OSError:  # no git on this machine: there is nothing to check against
         return None
     resolved = _git(repo, "rev-parse", "--verify", "-q", f"{sha}^{{commit}}")
     if resolved.returncode != 0:
