@@ -11,8 +11,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -402,13 +401,6 @@ def write(fn: Callable[[], T], attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
-@contextmanager
-def transaction() -> Iterator[None]:
-    """One transaction (or a savepoint, inside one)."""
-    with db.atomic():
-        yield
-
-
 _STATEMENTS: dict[tuple[Any, ...], tuple[str, tuple[pw.Field, ...]]] = {}
 
 
@@ -446,7 +438,3 @@ def new_ticket(prefix: str, **fields: Any) -> Ticket:
     ticket.key = f"{prefix}-{ticket.id}"
     Ticket.update(key=ticket.key).where(Ticket.id == ticket.id).execute()
     return ticket
-
-
-def ticket_by_key(key: str) -> Ticket | None:
-    return Ticket.get_or_none(Ticket.key == key)
