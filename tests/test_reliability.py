@@ -90,8 +90,8 @@ CRASH_POINTS = (
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
-def test_a_report_is_applied_exactly_once_whenever_the_controller_dies(tmp_path: Path, point: str) -> None:
-    mc = McRoot(tmp_path / "root", max_workers=1)
+def test_a_report_is_applied_exactly_once_whenever_the_controller_dies(tmp_path: Path, point: str, store: str) -> None:
+    mc = McRoot(tmp_path / "root", max_workers=1, database=store)
     scripts = [["fail", "die", "pass"], ["die", "die"], ["uncertain"]]
     keys = add_scripted(mc, scripts)
     crashes = 0
