@@ -164,7 +164,7 @@ def retry_path(base: Path, tickets: int) -> dict[str, Any]:
     return throughput(tickets, elapsed, [first, second, REVIEWER_PASS], base)
 
 
-def reaction(base: Path, deaths: int) -> dict[str, Any]:
+def reaction(base: Path, deaths: int, quick: bool = False) -> dict[str, Any]:
     # One slot: the latency of a reaction, not the queueing of a saturated controller (see lifecycle).
     root = mc_root(base, "reaction", WORKER_CLOCK, reviewer={"enabled": False}, max_workers=1)
     add_tickets(root, deaths)
@@ -176,7 +176,7 @@ def reaction(base: Path, deaths: int) -> dict[str, Any]:
         started_at = float((root / "logs" / key / "2.log").read_text().split()[1])
         latencies.append((started_at - died_at) * 1000)
     db.close()
-    switch = killswitch_reaction(base)
+    switch = killswitch_reaction(base, 100 if quick else 400)
     return {
         "deaths": len(latencies),
         "p50_ms": statistics.median(latencies),
@@ -186,20 +186,20 @@ def reaction(base: Path, deaths: int) -> dict[str, Any]:
     }
 
 
-def killswitch_reaction(base: Path) -> dict[str, Any]:
+def killswitch_reaction(base: Path, tickets: int) -> dict[str, Any]:
     """Touch .mc_killswitch while tickets flow; how long until the last automatic action."""
     root = mc_root(base, "killswitch", ["sh", "-c", "sleep 0.05; echo 'DONE: 0123abcd'"], poll_interval=0.5)
-    add_tickets(root, 400)
+    add_tickets(root, tickets)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mission_control.cli", "--config", str(root / "config.yaml"), "run"],
         env=env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(2.0)
+    time.sleep(1.0)
     touched = time.time()
     (root / ".mc_killswitch").touch()
-    time.sleep(1.5)
+    time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     proc.wait()
     db = sqlite3.connect(root / "mc.db")
@@ -500,14 +500,14 @@ def main(argv: list[str] | None = None) -> int:
         results = {
             "machine": machine(),
             "quick": quick,
-            "lifecycle": lifecycle(base, 100 if quick else 2000),
-            "retry": retry_path(base, 100 if quick else 2000),
-            "reaction": reaction(base, 50 if quick else 500),
+            "lifecycle": lifecycle(base, 50 if quick else 2000),
+            "retry": retry_path(base, 50 if quick else 2000),
+            "reaction": reaction(base, 30 if quick else 500, quick),
             "scale": scale(
-                base, (1_000, 10_000) if quick else (10_000, 100_000), (200, 1_000) if quick else (1_000, 10_000)
+                base, (1_000, 10_000) if quick else (10_000, 100_000), (100, 300) if quick else (1_000, 10_000)
             ),
             "hooks": hook_overhead(),
-            "postgres": postgres_controllers(base, 60 if quick else 1000),
+            "postgres": postgres_controllers(base, 30 if quick else 1000),
         }
     finally:
         shutil.rmtree(base, ignore_errors=True)
