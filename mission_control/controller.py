@@ -266,10 +266,16 @@ class Controller:
             if ticket.status != "needs_input":
                 self.set_status(ticket, "needs_input", f"escalated to {self.owner}")
             self.comment(ticket, reason)
-            escalation = Escalation.create(
-                ticket=ticket.id, owner=self.owner, reason=reason, actor=self.actor, created_at=time.time()
-            )
-            self.record(ticket, "escalate", f"to {self.owner}: {short(reason)}")
+            self._tell_owner(ticket, reason, "escalate", f"to {self.owner}")
+        if not db.in_transaction():
+            self.flush_escalations()
+
+    def _tell_owner(self, ticket: Ticket, reason: str, action: str, what: str) -> None:
+        """Record an escalation (the outbox) with its event; ``on_escalate`` runs once it is committed."""
+        escalation = Escalation.create(
+            ticket=ticket.id, owner=self.owner, reason=reason, actor=self.actor, created_at=time.time()
+        )
+        self.record(ticket, action, f"{what}: {short(reason)}")
         self._new_escalations.append(escalation.id)
         if not db.in_transaction():
             self.flush_escalations()
@@ -298,13 +304,7 @@ class Controller:
 
     def notify_owner(self, ticket: Ticket, reason: str) -> None:
         """Tell the owner (``on_escalate``, once committed) without parking the ticket."""
-        escalation = Escalation.create(
-            ticket=ticket.id, owner=self.owner, reason=reason, actor=self.actor, created_at=time.time()
-        )
-        self.record(ticket, "notify", f"{self.owner}: {short(reason)}")
-        self._new_escalations.append(escalation.id)
-        if not db.in_transaction():
-            self.flush_escalations()
+        self._tell_owner(ticket, reason, "notify", self.owner)
 
     def engage_killswitch(self, reason: str) -> None:
         """Engage the kill-switch for every host (this root's file and the store's flag) by the
