@@ -80,9 +80,7 @@ def test_dead_worker_retry_escalates_at_max_deaths(mc_hook, mc_controller, make_
     stored = mc_controller.refresh(ticket)
     assert stored.status == "needs_input"
     assert [c.body for c in stored.comments] == ["Worker died twice. Needs Elmar to review."]
-    escalations = mc_controller.escalations(stored)
-    assert [e.owner for e in escalations] == ["elmar"]
-    assert escalations[0].notified_at is not None  # on_escalate was delivered once the change committed
+    assert [e.owner for e in mc_controller.escalations(stored)] == ["elmar"]
 
 
 def test_a_plugin_that_raises_in_on_done_sentinel_rolls_back_its_changes(
