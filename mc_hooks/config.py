@@ -22,7 +22,8 @@ WORKER_PLACEHOLDERS = frozenset({"ticket", "prompt", "prompt_file", "repo", "ses
 REVIEWER_PLACEHOLDERS = frozenset({"ticket", "sha", "repo", "prompt_file"})
 # Placeholders whose values come from ticket text or user paths: never inside a shell script.
 UNSAFE_IN_SHELL = frozenset({"prompt", "repo"})
-DEFAULT_WORKER_COMMAND = ("claude", "-p", "--session-id", "{session}", "{prompt}")
+AGENTS = ("claude-code",)  # the agent presets (mission_control.agents); profiles without one give `command`
+DEFAULT_STALL_TIMEOUT = 600.0
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "fish"})
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 STATUSES = ("todo", "in_progress", "in_review", "done", "needs_input")
@@ -133,17 +134,36 @@ class Section(Mapping[str, Any]):
 
 
 @dataclass(frozen=True)
-class WorkerProfile:
-    name: str
-    command: tuple[str, ...]
-    timeout: float
+class AgentSettings:
+    """How to run an agent CLI through its preset (``agent:``), or a plain argv template (``command:``)."""
+
+    agent: str | None = None  # a preset name from AGENTS, or None for ``command``
+    command: tuple[str, ...] | None = None
+    executable: str | None = None  # the preset's CLI (default: its usual name on PATH)
+    model: str | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    allowed_tools: tuple[str, ...] = ()
+    timeout: float = 3600.0
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
+
+    @property
+    def program(self) -> str | None:
+        """The executable this profile starts (for the start-up check), or None without one."""
+        if self.agent is not None:
+            return self.executable or {"claude-code": "claude"}[self.agent]
+        return self.command[0] if self.command else None
 
 
 @dataclass(frozen=True)
-class ReviewerSettings:
-    enabled: bool
-    command: tuple[str, ...] | None
-    timeout: float
+class WorkerProfile(AgentSettings):
+    name: str = "default"
+
+
+@dataclass(frozen=True)
+class ReviewerSettings(AgentSettings):
+    enabled: bool = True
+    timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +185,7 @@ class Config:
     reviewer: ReviewerSettings
     operator: OperatorSettings
     plugins: dict[str, dict[str, Any]]
+    keep_worktrees: bool = False
     max_workers: int = 2
     poll_interval: float = 1.0
     grace_period: float = 30.0
@@ -209,6 +230,45 @@ def _check_template(section: Section, key: str, argv: list[str], allowed: frozen
                 )
 
 
+def _agent_settings(section: Section, placeholders: frozenset[str], timeout: float, required: bool) -> dict[str, Any]:
+    """The settings worker profiles and the reviewer share: ``agent`` (a preset) or ``command`` (an argv
+    template), the preset's pass-through settings, the timeout and the stall timeout."""
+    presets = ", ".join(AGENTS)
+    agent = section.data.get("agent")
+    if agent is not None:
+        agent = section.text("agent", None, "|".join(map(re.escape, AGENTS)), f"one of the agent presets ({presets})")
+    command = section.text_list("command", None)
+    if agent is not None and command is not None:
+        raise section.error("command", "either agent or command, not both")
+    if agent is None:
+        section._known.add("agent")
+        for key in ("executable", "model", "args", "allowed_tools"):
+            if section.data.get(key) is not None:
+                raise section.error(key, f"a setting of agent presets ({presets}); with command, put it in the argv")
+        if command is not None or required:
+            _check_template(section, "command", command or [], placeholders)
+    env_section = section.mapping("env")
+    for key, value in env_section.data.items():
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or not isinstance(value, str):
+            raise env_section.error(str(key), "NAME: text (an environment variable and its value)", value)
+    optional_text = {key: section.data.get(key) for key in ("executable", "model")}
+    for key, value in optional_text.items():
+        if value is not None:
+            section.text(key, None, r"[^\x00-\x1f]+", "a non-empty string")
+        section._known.add(key)
+    return {
+        "agent": agent,
+        "command": tuple(command) if command else None,
+        "executable": optional_text["executable"],
+        "model": optional_text["model"],
+        "args": tuple(section.text_list("args", []) or []),
+        "env": tuple(sorted(env_section.data.items())),
+        "allowed_tools": tuple(section.text_list("allowed_tools", []) or []),
+        "timeout": section.number("timeout", timeout),
+        "stall_timeout": section.number("stall_timeout", DEFAULT_STALL_TIMEOUT),
+    }
+
+
 def _database(value: str, root: Path, section: Section) -> str:
     if "://" not in value:
         path = Path(value).expanduser()
@@ -240,15 +300,13 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
 
     workers_section = top.mapping("workers")
     if not workers_section.data:
-        workers_section = Section({"default": {"command": list(DEFAULT_WORKER_COMMAND)}}, "workers", file)
+        workers_section = Section({"default": {"agent": "claude-code"}}, "workers", file)
     workers: dict[str, WorkerProfile] = {}
     for name in workers_section.data:
         profile = workers_section.mapping(str(name))
-        command = profile.text_list("command", None)
-        _check_template(profile, "command", command or [], WORKER_PLACEHOLDERS)
-        timeout = profile.number("timeout", 3600)
+        settings = _agent_settings(profile, WORKER_PLACEHOLDERS, timeout=3600, required=True)
         profile.finish()
-        workers[str(name)] = WorkerProfile(str(name), tuple(command or ()), timeout)
+        workers[str(name)] = WorkerProfile(**settings, name=str(name))
     if "default" not in workers:
         raise workers_section.error("default", "a worker profile named 'default'")
 
@@ -259,11 +317,8 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
         if override not in ("0", "1"):
             raise ConfigError(f"environment: MC_ORCH_SHADOW_REVIEW: expected 0 or 1, got {_describe(override)}")
         enabled = override == "1"
-    review_command = reviewer_section.text_list("command", None)
-    if review_command is not None:
-        _check_template(reviewer_section, "command", review_command, REVIEWER_PLACEHOLDERS)
     reviewer = ReviewerSettings(
-        enabled, tuple(review_command) if review_command else None, reviewer_section.number("timeout", 600)
+        **_agent_settings(reviewer_section, REVIEWER_PLACEHOLDERS, timeout=600, required=False), enabled=enabled
     )
     reviewer_section.finish()
 
@@ -296,6 +351,7 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
         reviewer=reviewer,
         operator=operator,
         plugins=plugins,
+        keep_worktrees=top.flag("keep_worktrees", False),
         max_workers=top.integer("max_workers", 2, minimum=1),
         poll_interval=top.number("poll_interval", 1.0),
         grace_period=top.number("grace_period", 30.0, strict=False),

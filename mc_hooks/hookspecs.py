@@ -44,6 +44,22 @@ def before_operator_reopen(ticket: Ticket, reason: str, controller: Controller) 
 
 
 @hookspec(firstresult=True)
+def verify_done_claim(ticket: Ticket, done_sha: str, base_sha: str | None, controller: Controller) -> str | None:
+    """Check a worker's claim to be done before anything acts on it, and before a review is paid for.
+
+    Called when the worker's run has ended, outside any transaction. Stops at the first non-empty
+    string, which refuses the claim: the run counts as a dead worker with that reason (and
+    ``on_worker_death`` decides). A plugin that raises refuses the claim (fail closed).
+
+    :param ticket: the ticket the worker ran for (``repo``, ``branch`` and ``worktree`` say where).
+    :param done_sha: the commit the worker reported (or, for an agent preset, its branch's new head).
+    :param base_sha: the commit the ticket's branch pointed at when the run started, or None.
+    :param controller: the host facade.
+    :return: why the claim does not hold, or None to accept it.
+    """
+
+
+@hookspec(firstresult=True)
 def on_done_sentinel(ticket: Ticket, done_sha: str, review: ShadowReview | None, controller: Controller) -> bool | None:
     """A worker reported ``DONE: <sha>``; decide what happens to the ticket.
 

@@ -11,7 +11,7 @@ keyword call, same order, firstresult semantics) but runs each implementation on
 * ``on_done_sentinel``, ``on_worker_death`` and ``on_escalate`` implementations each run in one
   transaction (a savepoint inside the host's), rolled back if they raise;
 * a plugin that raises is recorded as an error event naming plugin and hook; then the
-  ``before_*`` hooks fail closed (the exception is a veto), the ``on_done_sentinel`` /
+  ``before_*`` hooks and ``verify_done_claim`` fail closed (the exception is a veto), the ``on_done_sentinel`` /
   ``on_worker_death`` call raises :class:`PluginFailed` for the host to park the ticket, and
   ``on_escalate`` / ``on_ticket_event`` go on to the other implementations.
 """
@@ -45,7 +45,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
 )
 BUILTIN_NAMES = tuple(name for name, _ in BUILTIN_PLUGINS)
 
-FAIL_CLOSED = frozenset({"before_auto_action", "before_operator_reopen"})
+FAIL_CLOSED = frozenset({"before_auto_action", "before_operator_reopen", "verify_done_claim"})
 MUST_SUCCEED = frozenset({"on_done_sentinel", "on_worker_death"})
 TRANSACTIONAL = MUST_SUCCEED | {"on_escalate", "on_ticket_event"}
 

@@ -23,7 +23,8 @@ import peewee as pw
 
 from mc_hooks.config import DEFAULT_CONFIG_TEXT, Config, ConfigError, config_path, load_config
 from mission_control import mc_orchestrator_flags as flags
-from mission_control.controller import Controller
+from mission_control import worktrees
+from mission_control.controller import Controller, short
 from mission_control.models import (
     STATUSES,
     VERDICTS,
@@ -134,9 +135,12 @@ def _ticket_fields(config: Config, title: Any, body: Any, repo: Any, worker: Any
         if not isinstance(repo, str) or not Path(repo).expanduser().is_dir():
             raise UsageError(f"repo: expected an existing directory, got {repo!r}")
         fields["repo"] = str(Path(repo).expanduser().resolve())
+        if worktrees.head(fields["repo"]) is None:
+            raise UsageError(f"repo: expected a git repository with a commit (its runs get a worktree), got {repo!r}")
     if branch is not None:
-        if not isinstance(branch, str) or not branch.strip():
-            raise UsageError("branch: expected a non-empty string")
+        valid = isinstance(branch, str) and not branch.startswith("-")
+        if not valid or worktrees.git(".", "check-ref-format", "--branch", branch).returncode != 0:
+            raise UsageError(f"branch: expected a valid git branch name, got {branch!r}")
         fields["branch"] = branch
     return fields
 
@@ -215,6 +219,7 @@ def _summary(ticket: Ticket) -> dict[str, Any]:
         "worker": ticket.worker,
         "repo": ticket.repo,
         "branch": ticket.branch,
+        "worktree": ticket.worktree,
         "review_cycles": ticket.review_cycles,
         "death_count": ticket.death_count,
         "attempts": ticket.attempts,
@@ -262,24 +267,7 @@ def ticket_details(ticket: Ticket) -> dict[str, Any]:
         }
         for r in ShadowReview.select().where(ShadowReview.ticket == ticket.id).order_by(ShadowReview.id)
     ]
-    data["runs"] = [
-        {
-            "attempt": r.attempt,
-            "outcome": r.outcome,
-            "done_sha": r.done_sha,
-            "exit_code": r.exit_code,
-            "signal": r.signal,
-            "timed_out": r.timed_out,
-            "death_reason": r.death_reason,
-            "pid": r.pid,
-            "host": r.host,
-            "started_at": when(r.started_at),
-            "ended_at": when(r.ended_at),
-            "applied_at": when(r.applied_at),
-            "log_path": r.log_path,
-        }
-        for r in WorkerRun.select().where(WorkerRun.ticket == ticket.id).order_by(WorkerRun.attempt)
-    ]
+    data["runs"] = runs(ticket)
     data["escalations"] = [
         {
             "owner": e.owner,
@@ -291,6 +279,72 @@ def ticket_details(ticket: Ticket) -> dict[str, Any]:
         for e in Escalation.select().where(Escalation.ticket == ticket.id).order_by(Escalation.id)
     ]
     return data
+
+
+def runs(ticket: Ticket) -> list[dict[str, Any]]:
+    """The ticket's runs, oldest first: each worker attempt, then the review of its sha (if any), with
+    outcome, reason, the agent's session, its spend and its log."""
+    reviews: dict[int | None, ShadowReview] = {
+        r.attempt: r for r in ShadowReview.select().where(ShadowReview.ticket == ticket.id).order_by(ShadowReview.id)
+    }
+    rows: list[dict[str, Any]] = []
+    for r in WorkerRun.select().where(WorkerRun.ticket == ticket.id).order_by(WorkerRun.attempt):
+        rows.append(
+            {
+                "attempt": r.attempt,
+                "kind": "worker",
+                "outcome": r.outcome,
+                "reason": r.death_reason,
+                "session": r.agent_session,
+                "cost_usd": r.cost_usd,
+                "input_tokens": r.input_tokens,
+                "output_tokens": r.output_tokens,
+                "turns": r.turns,
+                "log": r.log_path,
+                "done_sha": r.done_sha,
+                "leftovers": r.leftovers.splitlines() if r.leftovers else [],
+                "workdir": r.workdir,
+                "exit_code": r.exit_code,
+                "signal": r.signal,
+                "timed_out": r.timed_out,
+                "death_reason": r.death_reason,
+                "pid": r.pid,
+                "host": r.host,
+                "started_at": when(r.started_at),
+                "ended_at": when(r.ended_at),
+                "applied_at": when(r.applied_at),
+                "log_path": r.log_path,
+            }
+        )
+        review = reviews.get(r.attempt)
+        if review is not None and review.done_sha == r.done_sha:
+            rows.append(
+                {
+                    "attempt": r.attempt,
+                    "kind": "review",
+                    "outcome": review.verdict,
+                    "reason": "; ".join(review.reasons) or None,
+                    "session": review.session,
+                    "cost_usd": review.cost_usd,
+                    "input_tokens": review.input_tokens,
+                    "output_tokens": review.output_tokens,
+                    "turns": review.turns,
+                    "log": str(Path(r.log_path).with_name(f"{r.attempt}.review.log")),
+                    "done_sha": review.done_sha,
+                    "ended_at": when(review.created_at),
+                }
+            )
+    return rows
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    cost = f"${run['cost_usd']:.4f}" if run["cost_usd"] is not None else "$-"
+    tokens = ""
+    if run["input_tokens"] is not None:
+        tokens = f" · tokens in {run['input_tokens']} out {run['output_tokens'] or 0}"
+    what = run["outcome"] + (f" {run['done_sha'][:12]}" if run["outcome"] == "done" and run["done_sha"] else "")
+    reason = f": {short(run['reason'], 120)}" if run["reason"] else ""
+    return f"  {run['attempt']:>2} {run['kind']:<6} {what}{reason} · {cost}{tokens}"
 
 
 def timeline(ticket: Ticket) -> list[str]:
@@ -316,9 +370,17 @@ def cmd_ticket_show(args: argparse.Namespace, config: Config) -> int:
         f"status {ticket.status} · review cycles {ticket.review_cycles} · deaths {ticket.death_count} · "
         f"attempts {ticket.attempts} · done_sha {ticket.done_sha or '-'} · worker {ticket.worker}"
     )
+    print(f"branch {ticket.branch or '-'} · worktree {ticket.worktree or '-'} · repo {ticket.repo or '-'}")
     if ticket.body:
         print()
         print(ticket.body)
+    ran = runs(ticket)
+    if ran:
+        spent = sum(r["cost_usd"] or 0 for r in ran)
+        print()
+        print(f"runs (spent ${spent:.4f}):")
+        for run in ran:
+            print(_run_line(run))
     print()
     for line in timeline(ticket):
         print(line)
@@ -493,10 +555,20 @@ def cmd_plugins(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from mission_control.doctor import missing_executables
     from mission_control.mc_pickup import run_controller
 
+    missing = missing_executables(config)
+    if missing:
+        raise UsageError(missing[0])
     _open(config)
-    return run_controller(config, until_idle=args.until_idle)
+    return run_controller(config, until_idle=args.until_idle, quiet=args.quiet)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from mission_control.doctor import run_checks
+
+    return run_checks(args.config)
 
 
 def cmd_operator(args: argparse.Namespace, config: Config) -> int:
@@ -507,12 +579,13 @@ def cmd_operator(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_health(args: argparse.Namespace, config: Config) -> int:
-    from mission_control.luci_operator import latest_health
+    from mission_control.luci_operator import latest_health, spend
 
     _open(config)
     snapshot = latest_health()
     if snapshot is None:
         raise UsageError("no health snapshot yet (run `mc operator --once` or `mc run`)")
+    snapshot["spend"] = spend()  # live, not as of the snapshot
     if args.json:
         _emit_json(snapshot)
         return 0
@@ -524,6 +597,11 @@ def cmd_health(args: argparse.Namespace, config: Config) -> int:
         + ", ".join(f"{k} {v}" for k, v in snapshot["verdicts_last_hour"].items())
     )
     print(f"  stuck: {', '.join(snapshot['stuck']) or 'none'}")
+    for label, row in snapshot["spend"].items():
+        print(
+            f"  spend {label.replace('_', ' ')}: ${row['cost_usd']:.4f} "
+            f"(tokens in {row['input_tokens']}, out {row['output_tokens']})"
+        )
     return 0
 
 
@@ -593,6 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run = sub.add_parser("run", help="the controller: pickup, harvest, reviews, operator sweeps")
     run.add_argument("--until-idle", action="store_true", help="exit 0 once nothing more can happen unaided")
+    run.add_argument("--quiet", action="store_true", help="no line per decision on stderr")
+    sub.add_parser("doctor", help="check config, database, agent CLIs, git and the worktree root; exit 1 on a failure")
     op = sub.add_parser("operator", help="record health and reopen weak completions")
     op.add_argument("--once", action="store_true")
     sub.add_parser("health", help="the latest health snapshot").add_argument("--json", action="store_true")
@@ -620,6 +700,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return cmd_init(args)
     if args.command == "demo":
         return cmd_demo(args)
+    if args.command == "doctor":
+        return cmd_doctor(args)
     sub = getattr(args, f"{args.command}_command", None)
     config = load_config(args.config)
     return COMMANDS[(args.command, sub)](args, config)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +71,7 @@ class Controller:
         self._new_escalations: list[int] = []
         self.cluster_killswitch: dict[str, Any] | None = None
         self._in_event_hook = False
+        self.on_record: Callable[[Ticket | None, Event], None] | None = None  # e.g. `mc run` narrating
 
     # -- context -------------------------------------------------------------------------------
 
@@ -113,14 +114,13 @@ class Controller:
             self.actor = previous
 
     def record_plugin_error(self, plugin: str, hook: str, error: BaseException, ticket: Ticket | None) -> None:
-        """Write an error event naming the plugin and hook that raised."""
-        self.record(
-            ticket,
-            "plugin_error",
-            f"{plugin} raised in {hook}: {type(error).__name__}: {error}",
-            kind="error",
-            actor=plugin,
-        )
+        """Write an error event naming the plugin and hook that raised (its own transaction when the
+        hook was called outside one)."""
+        detail = f"{plugin} raised in {hook}: {type(error).__name__}: {error}"
+        if db.in_transaction():
+            self.record(ticket, "plugin_error", detail, kind="error", actor=plugin)
+        else:
+            write(lambda: self.record(ticket, "plugin_error", detail, kind="error", actor=plugin))
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -199,6 +199,8 @@ class Controller:
             detail=event.detail,
             created_at=event.created_at,
         )
+        if self.on_record is not None:
+            self.on_record(ticket, event)
         if self.hooks is not None and not self._in_event_hook:
             self._in_event_hook = True  # what plugins record from there is not passed back to them
             try:

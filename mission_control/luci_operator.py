@@ -187,6 +187,33 @@ def record_health(config: Config) -> dict[str, Any]:
     return {"at": _iso(now), **data}
 
 
+def spend(now: float | None = None) -> dict[str, Any]:
+    """Agent spend (USD, as the agents' CLIs reported it) and tokens of worker and reviewer runs that
+    ended in the last hour and the last day."""
+    now = time.time() if now is None else now
+    result: dict[str, Any] = {}
+    for label, since in (("last_hour", now - 3600), ("last_day", now - 86400)):
+        worker = (
+            WorkerRun.select(
+                fn.SUM(WorkerRun.cost_usd), fn.SUM(WorkerRun.input_tokens), fn.SUM(WorkerRun.output_tokens)
+            )
+            .where(WorkerRun.ended_at > since)
+            .tuples()
+            .first()
+        )
+        review = (
+            ShadowReview.select(
+                fn.SUM(ShadowReview.cost_usd), fn.SUM(ShadowReview.input_tokens), fn.SUM(ShadowReview.output_tokens)
+            )
+            .where(ShadowReview.created_at > since)
+            .tuples()
+            .first()
+        )
+        cost, inputs, outputs = ((a or 0) + (b or 0) for a, b in zip(worker, review, strict=True))
+        result[label] = {"cost_usd": round(float(cost), 6), "input_tokens": int(inputs), "output_tokens": int(outputs)}
+    return result
+
+
 def _iso(ts: float) -> str:
     from datetime import datetime, timezone
 

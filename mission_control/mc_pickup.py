@@ -12,7 +12,6 @@ The loop decides *when*; plugins decide *what*. Three rules keep it correct unde
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -25,7 +24,8 @@ import peewee as pw
 
 from mc_hooks.config import Config, ConfigError, load_config
 from mc_hooks.manager import PluginFailed, PluginHost, load_plugins
-from mission_control import faults, shadow_reviewer
+from mission_control import agents, faults, launch, outcomes, shadow_reviewer, worktrees
+from mission_control import mc_orchestrator_flags as flags
 from mission_control import ticket_runtime as rt
 from mission_control.controller import Controller, Death, short
 from mission_control.luci_operator import Operator
@@ -72,7 +72,7 @@ class VetoLog:
 class Pickup:
     """One controller process: the loop behind `mc run`."""
 
-    def __init__(self, config: Config, until_idle: bool = False) -> None:
+    def __init__(self, config: Config, until_idle: bool = False, quiet: bool = False) -> None:
         self.config = config
         self.until_idle = until_idle
         self.plugins: PluginHost = load_plugins(config)
@@ -92,6 +92,9 @@ class Pickup:
         self.dirty = True  # something may have happened since the last pass
         self.next_poll = 0.0
         self.next_fence = 0.0
+        self.narration: list[str] = []
+        if not quiet:
+            self.controller.on_record = self.narrate
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -110,9 +113,26 @@ class Pickup:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopping = True
 
+    def narrate(self, ticket: Ticket | None, event: Any) -> None:
+        """Keep a line for each decision, printed on stderr once the tick is done (see :meth:`tell`)."""
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.created_at))
+        key = ticket.key if ticket is not None else "-"
+        self.narration.append(f"{stamp} {key} {event.action}: {short(event.detail, 300)} [{event.actor}]")
+
+    def tell(self) -> None:
+        """Print the decisions made since the last call, one line each."""
+        if self.narration:
+            sys.stderr.write("".join(f"mc: {line}\n" for line in self.narration))
+            sys.stderr.flush()
+            self.narration.clear()
+
     def run(self) -> int:
-        """Run until stopped (SIGINT/SIGTERM) or, with ``until_idle``, until nothing can happen."""
+        """Run until stopped (SIGINT/SIGTERM) or, with ``until_idle``, until nothing can happen.
+
+        Returns 0, or 1 when an ``--until-idle`` run ends with a kill-switch that engaged during it
+        (the circuit breaker tripped, say): nothing more happens until a person looks."""
         self.register()
+        engaged_before = self.controller.killswitch_active() or flags.cluster_killswitch() is not None
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         old_wakeup = signal.set_wakeup_fd(self.watcher.wake_fd)
         try:
@@ -120,6 +140,7 @@ class Pickup:
             if wakeups is not None:
                 self.watcher.watch_fd(wakeups)
             self.recover(force=True)
+            self.sweep_worktrees()
             self.controller.flush_escalations(include_orphans=True)
             while True:
                 if drain_wakeups():  # another process changed something: look now, not at the next poll
@@ -132,14 +153,22 @@ class Pickup:
                 if idle and not self.recover(force=True) and not self.step(force=True):
                     break
                 timeout = 0.0 if self.dirty else max(0.0, self.next_poll - time.monotonic())
+                self.tell()
                 exited = self.watcher.wait(timeout)
                 if exited:
                     self.record_exits(exited)
         finally:
+            self.tell()
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.close()
+        if self.until_idle and not engaged_before:
+            status = flags.cluster_killswitch() or flags.killswitch_status(self.config.root)
+            if status.get("engaged", True) and (self.controller.killswitch_active() or "who" in status):
+                why = f" by {status.get('who', '?')}: {status.get('reason') or 'no reason given'}"
+                self.say(f"stopped with the kill-switch engaged{why}; `mc killswitch off` resumes")
+                return 1
         return 0
 
     def housekeeping(self) -> None:
@@ -332,9 +361,9 @@ class Pickup:
 
     def start_reviews(self, runs: list[WorkerRun]) -> bool:
         """Start the shadow reviewer for reported shas, as slots allow and no veto holds."""
-        command = self.config.reviewer.command
+        reviewer = self.config.reviewer
         runs = [run for run in runs if ("review", run.id) not in self.watcher.processes]
-        if command is None or not runs or self.free_slots() <= 0:
+        if (reviewer.command is None and reviewer.agent is None) or not runs or self.free_slots() <= 0:
             return False
         runs = runs[: self.free_slots()]
 
@@ -356,32 +385,14 @@ class Pickup:
         started = []
         for run in write(gate):
             ticket = run.ticket
-            log_dir = rt.private_dir(self.config.root / "logs" / ticket.key)
-            prompt_file = log_dir / f"{run.attempt}.prompt.md"
-            repo = ticket.repo or str(self.config.root)
-            values = {"ticket": ticket.key, "sha": run.done_sha, "repo": repo, "prompt_file": str(prompt_file)}
-            env = {
-                **os.environ,
-                "MC_TICKET": ticket.key,
-                "MC_SHA": run.done_sha,
-                "MC_REPO": repo,
-                "MC_PROMPT_FILE": str(prompt_file),
-                "MC_REVIEW_ID": f"{self.db_id}:{run.id}",
-            }
             try:
-                process = rt.spawn(
-                    "review",
-                    run.id,
-                    ticket.id,
-                    rt.render(command, values),
-                    Path(repo),
-                    env,
-                    log_dir / f"{run.attempt}.review.log",
-                    log_dir / f"{run.attempt}.review.err",
-                    self.config.reviewer.timeout,
-                )
+                plan = launch.review(self.config, self.db_id, ticket, run)
+                process = launch.start("review", run, plan) if plan else None
             except OSError as exc:
-                self.store_exits([], [(run, ticket, "uncertain", [f"the reviewer could not start: {exc}"], [])])
+                reason = f"the reviewer could not start: {exc}"
+                self.store_exits([], [(run, ticket, "uncertain", [reason], [], None)])
+                continue
+            if process is None:
                 continue
             process.token = run.token
             self.watcher.add(process)
@@ -423,7 +434,36 @@ class Pickup:
         applied = write(effects)
         faults.crash_point("apply:after-commit")
         self.controller.flush_escalations()
+        self.remove_worktrees([run.ticket for run, _ in batch if run.ticket.status == "done"])
         return applied
+
+    def remove_worktrees(self, done: list[Ticket]) -> None:
+        """Remove done tickets' worktrees (their branches stay), unless ``keep_worktrees``. An effect
+        outside the store: done after commit, and again by :meth:`sweep_worktrees` after a crash."""
+        if self.config.keep_worktrees:
+            return
+        for ticket in done:
+            if ticket.repo and worktrees.remove(self.config.root, ticket.key, ticket.repo):
+                write(lambda t=ticket: update_row(Ticket, t.id, worktree=None))
+
+    def sweep_worktrees(self) -> None:
+        """At start: remove what a crash left behind, i.e. done tickets' worktrees and reviewers'
+        checkouts that no running review uses."""
+        base = self.config.root / "worktrees"
+        try:
+            names = [entry.name for entry in os.scandir(base) if entry.is_dir(follow_symlinks=False)]
+        except OSError:
+            return
+        keys = {name.removesuffix(".review") for name in names}
+        tickets = {t.key: t for t in Ticket.select().where(Ticket.key.in_(keys))} if keys else {}
+        reviewing = {p.ticket_id for p in self.watcher.processes.values() if p.kind == "review"}
+        for name in names:
+            ticket = tickets.get(name.removesuffix(".review"))
+            if ticket is None:
+                continue
+            if name.endswith(".review") and ticket.id not in reviewing:
+                worktrees.remove_review_checkout(self.config.root, ticket.key, ticket.repo or ticket.worktree)
+        self.remove_worktrees([t for t in tickets.values() if t.status == "done" and (base / t.key).exists()])
 
     def apply_death(self, ticket: Ticket, run: WorkerRun) -> None:
         ticket.death_count += 1
@@ -537,62 +577,38 @@ class Pickup:
         return ticket, run
 
     def start_worker(self, ticket: Ticket, run: WorkerRun) -> rt.Process | None:
-        """Write the prompt file and start the worker; a command that cannot start is a dead worker."""
-        profile = self.config.workers.get(run.profile, self.config.workers["default"])
-        log_dir = rt.private_dir(self.config.root / "logs" / ticket.key)
-        prompt_file = log_dir / f"{run.attempt}.prompt.md"
-        feedback = json.loads(run.feedback) if run.feedback else None
-        prompt = rt.build_prompt(ticket.title, ticket.body, feedback)
-        rt.write_private(prompt_file, prompt)
-        repo = ticket.repo or str(self.config.root)
-        values = {
-            "ticket": ticket.key,
-            "prompt": prompt,
-            "prompt_file": str(prompt_file),
-            "repo": repo,
-            "session": run.session,
-            "attempt": str(run.attempt),
-        }
-        env = {
-            **os.environ,
-            "MC_TICKET": ticket.key,
-            "MC_PROMPT_FILE": str(prompt_file),
-            "MC_REPO": repo,
-            "MC_SESSION": run.session,
-            "MC_ATTEMPT": str(run.attempt),
-            "MC_RUN_ID": f"{self.db_id}:{run.id}",
-        }
-        base_sha = rt.git_head(ticket.repo) if ticket.repo else None
+        """Prepare the ticket's workspace and prompt and start the worker; a workspace that cannot be
+        prepared or a command that cannot start is a dead worker."""
         try:
-            process = rt.spawn(
-                "worker",
-                run.id,
-                ticket.id,
-                rt.render(profile.command, values),
-                Path(repo),
-                env,
-                Path(run.log_path),
-                log_dir / f"{run.attempt}.err",
-                profile.timeout,
-            )
-        except OSError as exc:
-            self.record_report(run, ticket.id, None, death=(None, None, False, f"could not start: {exc}"))
-            self.dirty = True
+            plan = launch.worker(self.config, self.db_id, ticket, run, launch.history(run))
+            process = launch.start("worker", run, plan)
+        except (OSError, worktrees.WorkspaceError) as exc:
+            why = "could not prepare its worktree" if isinstance(exc, worktrees.WorkspaceError) else "could not start"
+            self.record_report(run, outcomes.WorkerOutcome(death=(None, None, False, f"{why}: {exc}")))
             return None
         process.token = run.token
-        process.base_sha = base_sha
+        process.base_sha = plan.workspace.base_sha
+        process.workspace = plan.workspace
         self.watcher.add(process)
         return process
 
     def note_pids(self, processes: list[rt.Process]) -> None:
-        """Record the pids of just-started processes (one transaction), for recovery after a crash."""
+        """Record the pids of just-started processes (one transaction), for recovery after a crash,
+        with where each worker works (its ticket's worktree and branch)."""
         if not processes:
             return
 
         def store() -> None:
             for p in processes:
                 if p.kind == "worker":
-                    update_row(WorkerRun, p.run_id, pid=p.pid, proc_start=p.start, base_sha=p.base_sha)
+                    place = p.workspace
+                    update_row(
+                        WorkerRun, p.run_id, pid=p.pid, proc_start=p.start, base_sha=p.base_sha, workdir=str(place.path)
+                    )
+                    if place.branch:
+                        update_row(Ticket, p.ticket_id, worktree=str(place.path), branch=place.branch)
+                    else:
+                        update_row(Ticket, p.ticket_id, worktree=str(place.path))
                 else:
                     update_row(WorkerRun, p.run_id, review_pid=p.pid, review_proc_start=p.start)
 
@@ -601,60 +617,90 @@ class Pickup:
     # -- reports -------------------------------------------------------------------------------
 
     def record_exits(self, processes: list[rt.Process]) -> None:
-        """Processes ended: read what they reported (outside the transaction), then store it all in
-        one transaction, before anything acts on it."""
-        workers: list[tuple[rt.Process, str | None, tuple[int | None, int | None, bool, str] | None, str]] = []
-        verdicts = []
-        for process in processes:
-            if process.kind == "review":
-                failure = None
-                if process.timed_out:
-                    failure = f"timed out after {self.config.reviewer.timeout:g}s"
-                elif process.stopped:
-                    failure = process.stopped
-                elif process.signal is not None or (process.exit_code or 0) != 0:
-                    failure = rt.describe_death(process)
-                verdicts.append((process, shadow_reviewer.judge(process.stdout_path, failure)))
-                continue
-            sha = None if process.timed_out else rt.find_sentinel(process.stdout_path)
-            death, tail = None, ""
-            if sha is None:
-                death = (process.exit_code, process.signal, process.timed_out, rt.describe_death(process))
-                tail = rt.read_tail(process.stdout_path) + rt.read_tail(process.stdout_path.with_suffix(".err"))
-            workers.append((process, sha, death, tail[-4096:]))
+        """Processes ended: read what they reported and check DONE claims (outside any transaction),
+        then store it all in one transaction, before anything acts on it."""
         runs = {
             r.id: r
             for r in WorkerRun.select(WorkerRun, Ticket)
             .join(Ticket)
             .where(WorkerRun.id.in_([p.run_id for p in processes]))
         }
-        reports = [(runs[p.run_id], sha, death, tail, p.token) for p, sha, death, tail in workers]
-        for process, _ in verdicts:
-            runs[process.run_id].token = process.token  # store under the token the review ran with
-        judged = [(runs[p.run_id], runs[p.run_id].ticket, *verdict) for p, verdict in verdicts]
+        reports, judged = [], []
+        for process in processes:
+            run = runs[process.run_id]
+            run.token = process.token  # store under the token the process ran with
+            if process.kind == "review":
+                verdict, said = outcomes.review(
+                    self.config.reviewer, process.stdout_path, process, self.config.reviewer.timeout
+                )
+                judged.append((run, run.ticket, *verdict, said))
+            else:
+                reports.append((run, self.worker_outcome(run, process)))
         self.store_exits(reports, judged)
 
-    def store_exits(self, reports: list, judged: list) -> None:
-        """Store worker reports and review verdicts (one transaction)."""
+    def worker_outcome(self, run: WorkerRun, process: rt.Process | None) -> outcomes.WorkerOutcome:
+        """Read a finished worker run and check its DONE claim with the plugins (``verify_done_claim``),
+        so a refused claim is a death and never costs a review."""
+        profile = self.config.workers.get(run.profile, self.config.workers["default"])
+        ticket = run.ticket
+        workdir = Path(run.workdir) if run.workdir else worktrees.ticket_path(self.config.root, ticket.key)
+        repo = ticket.repo or (str(workdir) if ticket.branch else None)
+        workspace = worktrees.Workspace(workdir, ticket.branch, run.base_sha, repo)
+        outcome = outcomes.worker(profile, Path(run.log_path), workspace, process)
+        if outcome.sha is not None:
+            problem = self.plugins.hook.verify_done_claim(
+                ticket=ticket, done_sha=outcome.sha, base_sha=run.base_sha, controller=self.controller
+            )
+            if problem:
+                outcome.refuse(str(problem), getattr(problem, "plugin", ""))
+                outcome.tail = outcomes.tail_of(Path(run.log_path))
+        return outcome
+
+    def store_exits(self, reports: list[tuple[WorkerRun, outcomes.WorkerOutcome]], judged: list) -> None:
+        """Store worker reports and review verdicts (one transaction); then remove the reviewers'
+        checkouts (outside the store, after commit)."""
 
         def store() -> None:
-            for run, sha, death, tail, token in reports:
-                self.store_report(run, run.ticket, sha, death, tail, token)
-            for run, ticket, verdict, reasons, gaps in judged:
-                self.store_verdict(run, ticket, verdict, reasons, gaps)
+            for run, outcome in reports:
+                self.store_report(run, run.ticket, outcome)
+            for run, ticket, verdict, reasons, gaps, said in judged:
+                self.store_verdict(run, ticket, verdict, reasons, gaps, said)
             faults.crash_point("report:before-commit")
 
         write(store)
         faults.crash_point("report:after-commit")
+        for run, ticket, *_ in judged:
+            worktrees.remove_review_checkout(self.config.root, ticket.key, ticket.repo or run.workdir)
         self.dirty = True
 
-    def store_verdict(self, run: WorkerRun, ticket: Ticket, verdict: str, reasons: list[str], gaps: list[str]) -> None:
+    def store_verdict(
+        self,
+        run: WorkerRun,
+        ticket: Ticket,
+        verdict: str,
+        reasons: list[str],
+        gaps: list[str],
+        said: agents.AgentReport | None = None,
+    ) -> None:
         """Inside a transaction: the shadow review of the run's sha, unless one is already stored or
         the attempt now belongs to another controller (fencing: its reviewer reports there)."""
         if WorkerRun.select(WorkerRun.token).where(WorkerRun.id == run.id).scalar() != run.token:
             return
         if self.controller.review_for(ticket, run.done_sha) is None:
-            shadow_reviewer.store_verdict(ticket.id, run.done_sha, verdict, reasons, gaps)
+            said = said or agents.AgentReport()
+            shadow_reviewer.store_verdict(
+                ticket.id,
+                run.done_sha,
+                verdict,
+                reasons,
+                gaps,
+                attempt=run.attempt,
+                session=said.session,
+                cost_usd=said.cost_usd,
+                input_tokens=said.input_tokens,
+                output_tokens=said.output_tokens,
+                turns=said.turns,
+            )
             summary = short("; ".join(reasons) or "no reasons", 160)
             self.controller.record(
                 ticket,
@@ -666,43 +712,51 @@ class Pickup:
         update_row(WorkerRun, run.id, review_pid=None)
         self.dirty = True
 
-    def record_report(
-        self, run: WorkerRun, ticket_id: int, sha: str | None, death: tuple[int | None, int | None, bool, str] | None
-    ) -> None:
+    def record_report(self, run: WorkerRun, outcome: outcomes.WorkerOutcome) -> None:
         """Store one worker's report (recovery and start failures; exits go through record_exits)."""
-        tail = ""
-        if sha is None:
-            tail = (rt.read_tail(run.log_path) + rt.read_tail(Path(run.log_path).with_suffix(".err")))[-4096:]
-        write(lambda: self.store_report(run, Ticket.get_by_id(ticket_id), sha, death, tail, run.token))
+        if outcome.death is not None and not outcome.tail:
+            outcome.tail = outcomes.tail_of(Path(run.log_path))
+        write(lambda: self.store_report(run, Ticket.get_by_id(run.ticket_id), outcome))
         self.dirty = True
 
-    def store_report(
-        self,
-        run: WorkerRun,
-        ticket: Ticket,
-        sha: str | None,
-        death: tuple[int | None, int | None, bool, str] | None,
-        tail: str,
-        token: int,
-    ) -> None:
+    def store_report(self, run: WorkerRun, ticket: Ticket, outcome: outcomes.WorkerOutcome) -> None:
         """Inside a transaction: the report on its run (once), and the sha on a still-held ticket."""
-        fields: dict[str, Any] = {"ended_at": time.time()}
+        said = outcome.agent
+        fields: dict[str, Any] = {
+            "ended_at": time.time(),
+            "agent_session": "" if said.session_lost else said.session,  # "": the next run starts afresh
+            "cost_usd": said.cost_usd,
+            "input_tokens": said.input_tokens,
+            "output_tokens": said.output_tokens,
+            "turns": said.turns,
+        }
+        sha, action, actor = outcome.sha, "done", "worker"
         if sha:
-            fields.update(outcome="done", done_sha=sha)
+            fields.update(outcome="done", done_sha=sha, leftovers="\n".join(outcome.leftovers) or None)
             detail = f"attempt {run.attempt} reported DONE {sha[:12]}"
+            if outcome.leftovers:
+                detail += f" ({len(outcome.leftovers)} uncommitted change(s) left beside it)"
         else:
-            exit_code, sig, timed_out, reason = death
+            exit_code, sig, timed_out, reason = outcome.death
             fields.update(
-                outcome="died", exit_code=exit_code, signal=sig, timed_out=timed_out, death_reason=reason, log_tail=tail
+                outcome="died",
+                exit_code=exit_code,
+                signal=sig,
+                timed_out=timed_out,
+                death_reason=reason,
+                log_tail=outcome.tail,
             )
             detail = f"attempt {run.attempt} died: {reason}"
-        fenced = Ticket.select(Ticket.claim_token).where(Ticket.id == ticket.id).scalar() == token
+            action = "death"
+            if outcome.refused_by:
+                action, actor, detail = "rejected_done", outcome.refused_by, f"attempt {run.attempt}: {reason}"
+        fenced = Ticket.select(Ticket.claim_token).where(Ticket.id == ticket.id).scalar() == run.token
         if not fenced:
             fields["applied_at"] = time.time()  # consumed: the ticket moved on without it
             detail += " (not applied: the ticket was changed meanwhile)"
         stored = (
             WorkerRun.update(**fields)
-            .where((WorkerRun.id == run.id) & (WorkerRun.outcome == "running") & (WorkerRun.token == token))
+            .where((WorkerRun.id == run.id) & (WorkerRun.outcome == "running") & (WorkerRun.token == run.token))
             .execute()
         )
         if not stored:  # already recorded, or the attempt now belongs to another controller (fencing)
@@ -712,7 +766,7 @@ class Pickup:
         if sha and fenced:
             status = "in_review" if self.config.reviewer.enabled else ticket.status
             update_row(Ticket, ticket.id, done_sha=sha, status=status, updated_at=time.time())
-        self.controller.record(ticket, "done" if sha else "death", detail, kind="report", actor="worker")
+        self.controller.record(ticket, action, detail, kind="report", actor=actor)
 
     # -- recovery ------------------------------------------------------------------------------
 
@@ -786,24 +840,32 @@ class Pickup:
         if run.host == self.host and pid and rt.pid_alive(pid, run.proc_start if run.pid else ""):
             start = run.proc_start or rt.proc_start_time(pid)
             deadline = run.started_at + profile.timeout
-            self.adopt("worker", run, seen, pid, start, Path(run.log_path), deadline, token)
+            self.adopt("worker", run, seen, pid, start, Path(run.log_path), deadline, token, profile.stall_timeout)
             return
         if run.host != self.host and run.pid:
-            death = (None, None, False, f"its controller on {run.host} is gone (lease expired)")
-            self.record_report(run, seen.id, None, death)
+            gone = (None, None, False, f"its controller on {run.host} is gone (lease expired)")
+            self.record_report(run, outcomes.WorkerOutcome(death=gone))
             return
-        sha = rt.find_sentinel(run.log_path)
-        if sha is None and run.pid is None and not _has_output(run.log_path):
+        if run.pid is None and not _has_output(run.log_path):
             self.requeue_unstarted(run, seen)
             return
-        death = (None, None, False, "ended while its controller was down, without a DONE line")
-        self.record_report(run, seen.id, sha, None if sha else death)
+        run.ticket = seen
+        self.record_report(run, self.worker_outcome(run, None))
 
     def adopt(
-        self, kind: str, run: WorkerRun, ticket: Ticket, pid: int, start: str, stdout: Path, deadline: float, token: int
+        self,
+        kind: str,
+        run: WorkerRun,
+        ticket: Ticket,
+        pid: int,
+        start: str,
+        stdout: Path,
+        deadline: float,
+        token: int,
+        stall_timeout: float,
     ) -> None:
         """Watch a worker or reviewer a gone controller started, under this controller's claim."""
-        adopted = rt.adopt(kind, run.id, ticket.id, pid, start, stdout, deadline)
+        adopted = rt.adopt(kind, run.id, ticket.id, pid, start, stdout, deadline, stall_timeout)
         adopted.token = token
         self.watcher.add(adopted)
         what = f"attempt {run.attempt}" if kind == "worker" else f"the review of attempt {run.attempt}"
@@ -819,12 +881,14 @@ class Pickup:
         stdout = Path(run.log_path).with_name(f"{run.attempt}.review.log")
         start = run.review_proc_start if run.review_pid else ""
         if same_host and pid and rt.pid_alive(pid, start):
-            deadline = time.time() + self.config.reviewer.timeout
-            self.adopt("review", run, ticket, pid, start or rt.proc_start_time(pid), stdout, deadline, token)
+            reviewer = self.config.reviewer
+            deadline = time.time() + reviewer.timeout
+            start = start or rt.proc_start_time(pid)
+            self.adopt("review", run, ticket, pid, start, stdout, deadline, token, reviewer.stall_timeout)
             return
-        parsed = shadow_reviewer.parse_verdict(stdout)
+        parsed, said = outcomes.read_review(self.config.reviewer, stdout)
         if parsed is not None:
-            self.store_exits([], [(run, ticket, *parsed)])
+            self.store_exits([], [(run, ticket, *parsed, said)])
         elif run.review_pid:
             write(lambda: update_row(WorkerRun, run.id, review_pid=None))
 
@@ -850,6 +914,6 @@ def _has_output(path: str) -> bool:
         return False
 
 
-def run_controller(config: Config, until_idle: bool = False) -> int:
+def run_controller(config: Config, until_idle: bool = False, quiet: bool = False) -> int:
     """`mc run`: run the controller loop in this process; returns the exit status."""
-    return Pickup(config, until_idle=until_idle).run()
+    return Pickup(config, until_idle=until_idle, quiet=quiet).run()

@@ -63,6 +63,7 @@ class Ticket(BaseModel):
     operator_checked = pw.BooleanField(default=False)
     created_at = pw.DoubleField(default=time.time)
     updated_at = pw.DoubleField(default=time.time)
+    worktree = pw.TextField(null=True)  # where its runs work (removed when done, for repo tickets)
 
     class Meta:
         indexes = ((("status", "id"), False), (("status", "operator_checked"), False))
@@ -86,6 +87,12 @@ class ShadowReview(BaseModel):
     gaps_json = pw.TextField(default="[]", column_name="gaps")
     reviewer = pw.CharField(max_length=64, default="reviewer")
     created_at = pw.DoubleField(default=time.time, index=True)
+    attempt = pw.IntegerField(null=True)  # the worker attempt whose sha it judged (None: recorded by hand)
+    session = pw.TextField(null=True)  # what the reviewer's agent CLI reported about its run
+    cost_usd = pw.DoubleField(null=True)
+    input_tokens = pw.IntegerField(null=True)
+    output_tokens = pw.IntegerField(null=True)
+    turns = pw.IntegerField(null=True)
 
     class Meta:
         indexes = ((("ticket", "done_sha"), False),)
@@ -155,8 +162,16 @@ class WorkerRun(BaseModel):
     applied_at = pw.DoubleField(null=True)
     review_pid = pw.IntegerField(null=True)
     review_starts = pw.IntegerField(default=0)
-    base_sha = pw.CharField(max_length=40, null=True)  # the repo's HEAD when the worker started
+    base_sha = pw.CharField(max_length=40, null=True)  # the branch head when the worker started
     review_proc_start = pw.CharField(max_length=32, default="")
+    workdir = pw.TextField(null=True)  # where it ran (the ticket's worktree or scratch directory)
+    # What an agent preset's CLI reported: its session (resumed by the next run), spend and turns.
+    agent_session = pw.TextField(null=True)
+    cost_usd = pw.DoubleField(null=True)
+    input_tokens = pw.IntegerField(null=True)
+    output_tokens = pw.IntegerField(null=True)
+    turns = pw.IntegerField(null=True)
+    leftovers = pw.TextField(null=True)  # uncommitted changes left beside a new commit (git status lines)
 
     class Meta:
         indexes = ((("ticket", "attempt"), True), (("outcome", "applied_at"), False))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
+from typing import Any
 
 from mission_control.models import VERDICTS, ShadowReview
 
@@ -29,6 +29,16 @@ def _clean_list(value: object) -> list[str] | None:
     return [str(item)[:MAX_ITEM_CHARS].replace("\x00", "\\0") for item in value[:MAX_ITEMS]]
 
 
+def clean_verdict(obj: object) -> tuple[str, list[str], list[str]] | None:
+    """(verdict, reasons, gaps) from a verdict object, bounded and cleaned, or None if it is not one."""
+    if not isinstance(obj, dict) or obj.get("verdict") not in VERDICTS:
+        return None
+    reasons, gaps = _clean_list(obj.get("reasons")), _clean_list(obj.get("gaps"))
+    if reasons is None or gaps is None:
+        return None
+    return obj["verdict"], reasons, gaps
+
+
 def parse_verdict(stdout_path: str | os.PathLike[str]) -> tuple[str, list[str], list[str]] | None:
     """(verdict, reasons, gaps) from the last verdict line of the reviewer's stdout, or None."""
     try:
@@ -44,34 +54,37 @@ def parse_verdict(stdout_path: str | os.PathLike[str]) -> tuple[str, list[str], 
         if not line.startswith(b"{"):
             continue
         try:
-            obj = json.loads(line.decode("utf-8"))
+            parsed = clean_verdict(json.loads(line.decode("utf-8")))
         except (ValueError, UnicodeDecodeError):
             continue
-        if not isinstance(obj, dict) or obj.get("verdict") not in VERDICTS:
-            continue
-        reasons, gaps = _clean_list(obj.get("reasons")), _clean_list(obj.get("gaps"))
-        if reasons is None or gaps is None:
-            continue
-        return obj["verdict"], reasons, gaps
+        if parsed is not None:
+            return parsed
     return None
 
 
-def judge(stdout_path: Path, failure: str | None) -> tuple[str, list[str], list[str]]:
-    """The verdict to record for a finished reviewer process (``failure``: why it did not finish well)."""
-    parsed = parse_verdict(stdout_path)
+def judge(parsed: tuple[str, list[str], list[str]] | None, failure: str | None) -> tuple[str, list[str], list[str]]:
+    """The verdict to record for a finished reviewer: its parsed verdict, unless it failed
+    (``failure``: why it did not finish well), in which case never a pass."""
     if failure and parsed is None:
         return "uncertain", [f"the reviewer failed: {failure}"], []
     if parsed is None:
-        return "uncertain", ["the reviewer printed no verdict (a JSON line with pass, fail or uncertain)"], []
+        return "uncertain", ["the reviewer gave no verdict (pass, fail or uncertain)"], []
     if failure and parsed[0] == "pass":
         return "uncertain", [f"the reviewer passed but then failed: {failure}"], parsed[2]
     return parsed
 
 
 def store_verdict(
-    ticket_id: int, sha: str, verdict: str, reasons: list[str], gaps: list[str], reviewer: str = REVIEWER_NAME
+    ticket_id: int,
+    sha: str,
+    verdict: str,
+    reasons: list[str],
+    gaps: list[str],
+    reviewer: str = REVIEWER_NAME,
+    **stats: Any,
 ) -> ShadowReview:
-    """Insert a shadow review row (inside the caller's transaction)."""
+    """Insert a shadow review row (inside the caller's transaction); ``stats``: the reviewer run's
+    ``attempt``, ``session``, ``cost_usd``, ``input_tokens``, ``output_tokens``, ``turns``."""
     return ShadowReview.create(
         ticket=ticket_id,
         done_sha=sha,
@@ -80,4 +93,5 @@ def store_verdict(
         gaps_json=json.dumps(gaps),
         reviewer=reviewer,
         created_at=time.time(),
+        **stats,
     )

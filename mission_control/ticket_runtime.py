@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mc_hooks.config import PLACEHOLDER
 
@@ -43,9 +44,43 @@ def session_id(database_id: str, ticket_key: str, profile: str) -> str:
     return str(uuid.uuid5(SESSION_NAMESPACE, f"{database_id}:{ticket_key}:{profile}"))
 
 
-def build_prompt(title: str, body: str, feedback: Mapping[str, object] | None) -> str:
-    """Title and body, then, after a failed review, the reviewer's reasons and gaps."""
-    prompt = f"{title}\n\n{body}".rstrip() + "\n"
+def build_prompt(
+    key: str,
+    title: str,
+    body: str,
+    feedback: Mapping[str, object] | None,
+    workdir: Path,
+    branch: str | None,
+    decides_done: bool,
+    last_death: str | None = None,
+) -> str:
+    """The prompt an agent receives as its user message: the rules of the run (where it works, how
+    it reports), the ticket's title and body, and, on a redispatch, the reviewer's reasons and gaps
+    or why the last run ended.
+
+    ``decides_done``: Mission Control takes the branch's new commit as the result (agent presets);
+    otherwise the agent reports it with a ``DONE: <sha>`` line.
+    """
+    where = f"{workdir}" + (f", on branch {branch}" if branch else "")
+    if decides_done:
+        finish = (
+            f"- When you are done, commit your change with git (do not push, do not switch branches). "
+            f"The new commit on {branch} is your result; a run that ends without one counts as failed."
+        )
+    else:
+        finish = "- When you are done, commit your change and print one line `DONE: <sha>` with the commit's sha."
+    lines = [
+        f"You are working unattended on ticket {key} for Mission Control.",
+        "",
+        f"- Work only in this directory: {where}.",
+        finish,
+        "- Nobody can answer questions during this run: decide, and say what you assumed in the commit message.",
+        "",
+        f"## Ticket {key}: {title}".rstrip(),
+        "",
+        body.rstrip(),
+    ]
+    prompt = "\n".join(lines).rstrip() + "\n"
     if feedback:
         reasons = feedback.get("reasons") or []
         gaps = feedback.get("gaps") or []
@@ -57,6 +92,8 @@ def build_prompt(title: str, body: str, feedback: Mapping[str, object] | None) -
         lines += ["", "### Gaps"]
         lines += [f"- {g}" for g in gaps] or ["- (none given)"]  # type: ignore[union-attr]
         prompt += "\n".join(lines) + "\n"
+    if last_death:
+        prompt += f"\n## Your last run ended without a result\n\n{last_death}\n"
     return prompt
 
 
@@ -199,12 +236,45 @@ class Process:
     signal: int | None = None
     stopped: str = ""  # why the controller stopped it, if it did
     token: int = 0  # the claim token it runs under (fencing)
-    base_sha: str | None = None  # the repo's HEAD when the worker started
+    base_sha: str | None = None  # the branch head when the worker started
+    workspace: Any = None  # where it works (a worktrees.Workspace), for workers
     started_at: float = field(default_factory=time.time)
+    stall_timeout: float | None = None  # stop it when its output has not grown for this long
+    stalled: bool = False
+    output_fds: list[int] = field(default_factory=list)  # read-only fds of its logs, to see them grow
+    output_size: int = -1
+    grew_at: float = field(default_factory=time.time)
+
+    def stall_deadline(self) -> float | None:
+        """When to look whether the output grew, or None when stalls are not watched."""
+        if self.stall_timeout is None or not self.output_fds or self.kill_at is not None:
+            return None
+        return self.grew_at + self.stall_timeout
+
+    def output_grew(self, now: float) -> bool:
+        """Whether the logs grew since the last look (sizes read through the controller's own fds)."""
+        size = 0
+        for fd in self.output_fds:
+            try:
+                size += os.fstat(fd).st_size
+            except OSError:
+                continue
+        if size != self.output_size:
+            self.output_size, self.grew_at = size, now
+            return True
+        return False
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.kind, self.run_id)
+
+
+def _watch_fds(*paths: Path) -> list[int]:
+    fds = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            fds.append(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC))
+    return fds
 
 
 def spawn(
@@ -217,18 +287,22 @@ def spawn(
     stdout_path: Path,
     stderr_path: Path,
     timeout: float,
+    stdin_path: Path | None = None,
+    stall_timeout: float | None = None,
 ) -> Process:
-    """Start ``argv`` in a new session (its own process group), output to the two files.
+    """Start ``argv`` in a new session (its own process group), output to the two files, and
+    ``stdin_path`` (the prompt, for agent presets) on its standard input.
 
     Raises OSError when the command cannot be started (not found, not executable).
     """
     out_fd, err_fd = _open_log(stdout_path), _open_log(stderr_path)
+    in_fd = os.open(stdin_path, os.O_RDONLY | os.O_NOFOLLOW) if stdin_path is not None else subprocess.DEVNULL
     try:
         popen = subprocess.Popen(
             argv,
             cwd=cwd,
             env=dict(env),
-            stdin=subprocess.DEVNULL,
+            stdin=in_fd,
             stdout=out_fd,
             stderr=err_fd,
             start_new_session=True,
@@ -237,14 +311,32 @@ def spawn(
     finally:
         os.close(out_fd)
         os.close(err_fd)
-    return Process(
+        if stdin_path is not None:
+            os.close(in_fd)
+    process = Process(
         kind, run_id, ticket_id, popen.pid, proc_start_time(popen.pid), stdout_path, time.time() + timeout, popen=popen
     )
+    process.stall_timeout = stall_timeout
+    process.output_fds = _watch_fds(stdout_path, stderr_path)
+    process.output_grew(time.time())  # the sizes it starts from
+    return process
 
 
-def adopt(kind: str, run_id: int, ticket_id: int, pid: int, start: str, stdout_path: Path, deadline: float) -> Process:
+def adopt(
+    kind: str,
+    run_id: int,
+    ticket_id: int,
+    pid: int,
+    start: str,
+    stdout_path: Path,
+    deadline: float,
+    stall_timeout: float | None = None,
+) -> Process:
     """Watch a process another (dead) controller started."""
-    return Process(kind, run_id, ticket_id, pid, start, stdout_path, deadline)
+    process = Process(kind, run_id, ticket_id, pid, start, stdout_path, deadline, stall_timeout=stall_timeout)
+    process.output_fds = _watch_fds(stdout_path, stdout_path.with_suffix(".err"))
+    process.output_grew(time.time())
+    return process
 
 
 class Watcher:
@@ -298,16 +390,24 @@ class Watcher:
             self.selector.unregister(process.pidfd)
             os.close(process.pidfd)
             process.pidfd = None
+        for fd in process.output_fds:
+            os.close(fd)
+        process.output_fds = []
 
     def enforce_deadlines(self, now: float) -> None:
-        """Stop processes past their timeout: SIGTERM to the group, SIGKILL 3 s later."""
+        """Stop processes past their timeout, or whose output has not grown for their stall timeout:
+        SIGTERM to the group, SIGKILL 3 s later."""
         for process in list(self.processes.values()):
+            stall_at = process.stall_deadline()
             if process.kill_at is not None and now >= process.kill_at:
                 kill_group(process.pid, signal.SIGKILL)
                 process.kill_at = now + 3600
             elif process.kill_at is None and now >= process.deadline:
                 process.timed_out = True
                 self.stop(process, "timed out", signal.SIGTERM)
+            elif stall_at is not None and now >= stall_at and not process.output_grew(now):
+                process.stalled = True
+                self.stop(process, f"no output for {process.stall_timeout:g} s (stalled)", signal.SIGTERM)
 
     def stop(self, process: Process, why: str, sig: int = signal.SIGTERM) -> None:
         """Ask a process group to stop; it is killed outright 3 s later if still there."""
@@ -317,6 +417,7 @@ class Watcher:
 
     def next_deadline(self) -> float | None:
         times = [p.kill_at if p.kill_at is not None else p.deadline for p in self.processes.values()]
+        times += [t for t in (p.stall_deadline() for p in self.processes.values()) if t is not None]
         return min(times) if times else None
 
     def wait(self, timeout: float) -> list[Process]:
@@ -349,21 +450,6 @@ class Watcher:
         self.selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
-
-
-def git_head(repo: str) -> str | None:
-    """The commit checked out in ``repo`` (``git rev-parse HEAD``), or None if it is not a git work tree."""
-    try:
-        result = subprocess.run(
-            ["git", "-C", repo, "rev-parse", "--verify", "-q", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 def describe_death(process: Process) -> str:

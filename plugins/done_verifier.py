@@ -1,7 +1,7 @@
 """Verified DONE claims: when a ticket has a git repository, the sha a worker reports must name a
-commit that exists, is on the ticket's branch (if one is set) and differs from the commit the worker
-started from. Otherwise the run counts as a dead worker, with the reason, so the normal retry and
-escalation apply. Uses git itself, argv only."""
+commit that exists, is on the ticket's branch (if one is set), and is new: a descendant of the commit
+the worker started from, not that commit itself. Otherwise the run counts as a dead worker, with the
+reason, so the normal retry and escalation apply, and no review is paid for. Uses git, argv only."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from mc_hooks import hookimpl
 
 if TYPE_CHECKING:
     from mc_hooks.config import Section
-    from mission_control.controller import Controller
     from mission_control.models import Ticket
 
 
@@ -39,22 +38,19 @@ def claim_problem(repo: str, sha: str, branch: str | None, base: str | None) -> 
             return f"claimed {sha[:12]}, which is not on branch {branch}"
     if base and full == base:
         return f"claimed the base commit {sha[:12]}: no change"
+    if base and _git(repo, "merge-base", "--is-ancestor", base, full).returncode != 0:
+        return f"claimed {sha[:12]}, which does not descend from the commit the run started from ({base[:12]})"
     return None
 
 
 class DoneVerifier:
-    """``on_done_sentinel`` (first): refuse DONE claims the repository does not bear out."""
+    """``verify_done_claim``: refuse DONE claims the repository does not bear out."""
 
     def __init__(self, settings: Section) -> None:
         pass
 
-    @hookimpl(tryfirst=True)
-    def on_done_sentinel(self, ticket: Ticket, done_sha: str, controller: Controller) -> bool | None:
+    @hookimpl
+    def verify_done_claim(self, ticket: Ticket, done_sha: str, base_sha: str | None) -> str | None:
         if not ticket.repo:
             return None
-        run = controller.current_run(ticket)
-        problem = claim_problem(ticket.repo, done_sha, ticket.branch, run.base_sha if run else None)
-        if problem is None:
-            return None
-        controller.treat_as_death(ticket, problem)
-        return True
+        return claim_problem(ticket.repo, done_sha, ticket.branch, base_sha)

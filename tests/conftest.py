@@ -95,6 +95,13 @@ class McRoot:
     def run(self, **env: str) -> subprocess.CompletedProcess[str]:
         return self.mc("run", "--until-idle", env=self.env(**env))
 
+    def run_until_tripped(self) -> subprocess.CompletedProcess[str]:
+        """`mc run --until-idle` that ends held by a kill-switch engaged during it: exit 1, one line."""
+        result = self.mc("run", "--until-idle", check=False)
+        assert result.returncode == 1, result.stderr
+        assert "stopped with the kill-switch engaged by" in result.stderr.splitlines()[-1]
+        return result
+
     def show(self, key: str) -> dict[str, Any]:
         return json.loads(self.mc("ticket", "show", key, "--json").stdout)
 
@@ -172,3 +179,99 @@ def store(request: pytest.FixtureRequest) -> str:
 def mc_root(tmp_path: Path, store: str) -> McRoot:
     """A fresh MC root with the scripted agent and reviewer and the four built-in plugins, on each store."""
     return McRoot(tmp_path / "root", database=store)
+
+
+# -- real agent CLIs against the scripted model server --------------------------------------------
+
+AGENT_SKIPPED: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def claude_cli() -> str:
+    """The path of the real Claude Code CLI at its pinned version (installed with npm into the test
+    cache on first use). Without npm or the registry the test is skipped; under CI it fails."""
+    import agent_clis
+
+    path, why = agent_clis.ensure("claude")
+    if path is None:
+        message = (
+            f"Claude Code tests skipped: {why}; install Node.js with npm and reach the npm registry "
+            "(or run `python tests/agent_clis.py`) to enable them"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message.replace("skipped", "cannot run in CI"))
+        AGENT_SKIPPED.append(message)
+        pytest.skip(message)
+    return str(path)
+
+
+@pytest.fixture
+def model_server() -> Iterator[Any]:
+    """A scripted model server on 127.0.0.1 for this test (see tests/model_server.py)."""
+    from model_server import ModelServer
+
+    server = ModelServer()
+    yield server
+    server.close()
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` and return its stdout (stripped); raises on failure."""
+    result = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {result.stderr}")
+    return result.stdout.strip()
+
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Test Agent",
+    "GIT_AUTHOR_EMAIL": "agent@mc.invalid",
+    "GIT_COMMITTER_NAME": "Test Agent",
+    "GIT_COMMITTER_EMAIL": "agent@mc.invalid",
+}
+
+
+def make_repo(path: Path) -> Path:
+    """A git repository with one commit (a README) on main."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    (path / "README.md").write_text("# app\n", encoding="utf-8")
+    git(path, "add", "README.md")
+    git(path, "-c", "user.name=Owner", "-c", "user.email=owner@mc.invalid", "commit", "-q", "-m", "initial")
+    return path
+
+
+class AgentRoot(McRoot):
+    """An MC root whose worker and reviewer are the real Claude Code CLI, talking to the scripted
+    model server, with a HOME of its own (where the CLI keeps its sessions)."""
+
+    def __init__(self, path: Path, cli: str, server: Any, database: str = "mc.db", **overrides: Any) -> None:
+        self.cli, self.server = cli, server
+        self.home = path / "home"
+        self.home.mkdir(parents=True)
+        preset = {"agent": "claude-code", "executable": cli, "timeout": 120, "stall_timeout": 60}
+        settings: dict[str, Any] = {
+            "database": database,
+            "workers": {"default": dict(preset)},
+            "reviewer": {"enabled": True, **preset},
+            "plugins": {**{name: {"enabled": True} for name in BUILTINS}, "circuit_breaker": {"enabled": False}},
+        }
+        settings.update(overrides)
+        super().__init__(path, **settings)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return clean_env(
+            HOME=str(self.home),
+            ANTHROPIC_BASE_URL=self.server.url,
+            ANTHROPIC_API_KEY="sk-ant-test",
+            **GIT_IDENTITY,
+            **extra,
+        )
+
+    def run(self, **env: str) -> subprocess.CompletedProcess[str]:
+        return self.mc("run", "--until-idle", env=self.env(**env), timeout=300)
+
+
+def worker_runs(ticket: dict[str, Any]) -> list[dict[str, Any]]:
+    """The worker attempts of a `ticket show --json` (its ``runs`` also lists review runs)."""
+    return [run for run in ticket["runs"] if run["kind"] == "worker"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
-from conftest import McRoot
+from conftest import McRoot, worker_runs
 
 MAX_CYCLES = "Max review cycles reached. Needs Elmar decision."
 DIED_TWICE = "Worker died twice. Needs Elmar to review."
@@ -172,14 +172,15 @@ def test_mc4304_kill_switch_keeps_reports_made_while_engaged_and_applies_them_on
     while mc_root.show(key)["status"] != "in_progress" and time.time() < deadline:
         time.sleep(0.05)
     mc_root.mc("killswitch", "on")
-    assert controller.wait(timeout=30) == 0
+    assert controller.wait(timeout=30) == 1  # idle, but held by a kill-switch engaged during the run
+    assert "stopped with the kill-switch engaged" in controller.stderr.read()
     held = mc_root.show(key)
     assert (held["status"], held["done_sha"], held["reviews"]) == ("in_review", "a00000100000", [])
-    assert held["runs"][0]["outcome"] == "done" and held["runs"][0]["applied_at"] is None
+    assert worker_runs(held)[0]["outcome"] == "done" and worker_runs(held)[0]["applied_at"] is None
     mc_root.mc("killswitch", "off")
     mc_root.run()
     ticket = mc_root.show(key)
-    assert (ticket["status"], len(ticket["runs"])) == ("done", 1)
+    assert (ticket["status"], len(worker_runs(ticket))) == ("done", 1)
 
 
 def test_kill_switch_status_says_engaged_since_when_and_released(mc_root: McRoot) -> None:

@@ -4,10 +4,10 @@ claims (with real git repositories made in the test)."""
 from __future__ import annotations
 
 import json
-import subprocess
+import sys
 from pathlib import Path
 
-from conftest import McRoot
+from conftest import McRoot, git, make_repo, worker_runs
 
 
 def breaker(mc: McRoot, **settings: object) -> None:
@@ -23,7 +23,7 @@ def test_circuit_breaker_engages_the_kill_switch_after_a_storm_of_deaths(mc_root
     mc_root.config["max_workers"] = 1
     mc_root.write_config()
     keys = [mc_root.add(f"broken agent {i}", "die") for i in range(4)]
-    mc_root.run()
+    mc_root.run_until_tripped()
     status = json.loads(mc_root.mc("killswitch", "status", "--json").stdout)
     assert status["engaged"] is True and status["who"] == "circuit_breaker"
     assert status["reason"].startswith("circuit breaker: 3 worker deaths within 10 minutes (tickets MC-1")
@@ -39,7 +39,7 @@ def test_only_a_person_releases_the_circuit_breaker_and_counting_starts_again(mc
     mc_root.config["max_workers"] = 1
     mc_root.write_config()
     flaky = [mc_root.add(f"flaky {i}", "die, pass") for i in range(3)]
-    mc_root.run()
+    mc_root.run_until_tripped()
     assert mc_root.mc("killswitch", "status").stdout.startswith("engaged")
     held = sum(mc_root.agent_runs(k) for k in flaky)
     mc_root.run()  # still held: the breaker does not release itself
@@ -56,7 +56,7 @@ def test_circuit_breaker_trips_on_a_storm_of_review_fails(mc_root: McRoot) -> No
     mc_root.write_config()
     for i in range(3):
         mc_root.add(f"bad reviewer day {i}", "fail, pass")
-    mc_root.run()
+    mc_root.run_until_tripped()
     assert "3 review fails" in json.loads(mc_root.mc("killswitch", "status", "--json").stdout)["reason"]
 
 
@@ -98,18 +98,6 @@ def test_escalate_on_repeat_off_spends_the_remaining_cycles(mc_root: McRoot) -> 
 # -- verified DONE claims ---------------------------------------------------------------------
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def make_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-q", "-m", "base")
-    return repo
-
-
 COMMIT = "git -c user.name=w -c user.email=w@w commit --allow-empty -q -m work"
 
 
@@ -130,8 +118,8 @@ def verified(mc: McRoot, repo: Path, script: str, *extra: str) -> dict:
 
 
 def test_a_claimed_sha_that_does_not_exist_counts_as_a_dead_worker(mc_root: McRoot, tmp_path: Path) -> None:
-    ticket = verified(mc_root, make_repo(tmp_path), "echo 'DONE: deadbeefdeadbeef'")
-    assert (ticket["status"], len(ticket["runs"])) == ("done", 2)
+    ticket = verified(mc_root, make_repo(tmp_path / "repo"), "echo 'DONE: deadbeefdeadbeef'")
+    assert (ticket["status"], len(worker_runs(ticket))) == ("done", 2)
     assert any(
         e["action"] == "rejected_done" and "claimed deadbeefdead, which does not exist" in e["detail"]
         for e in ticket["events"]
@@ -139,24 +127,38 @@ def test_a_claimed_sha_that_does_not_exist_counts_as_a_dead_worker(mc_root: McRo
 
 
 def test_claiming_the_base_commit_counts_as_no_change(mc_root: McRoot, tmp_path: Path) -> None:
-    ticket = verified(mc_root, make_repo(tmp_path), 'echo "DONE: $(git rev-parse HEAD)"')
-    assert (ticket["status"], len(ticket["runs"])) == ("done", 2)
+    ticket = verified(mc_root, make_repo(tmp_path / "repo"), 'echo "DONE: $(git rev-parse HEAD)"')
+    assert (ticket["status"], len(worker_runs(ticket))) == ("done", 2)
     assert any("claimed the base commit" in e["detail"] and "no change" in e["detail"] for e in ticket["events"])
 
 
 def test_a_commit_not_on_the_tickets_branch_is_refused(mc_root: McRoot, tmp_path: Path) -> None:
-    repo = make_repo(tmp_path)
+    repo = make_repo(tmp_path / "repo")
     git(repo, "branch", "feature")
     side = f'git switch -q -c side && {COMMIT} && echo "DONE: $(git rev-parse HEAD)" && git switch -q feature'
     ticket = verified(mc_root, repo, side, "--branch", "feature")
     assert any("which is not on branch feature" in e["detail"] for e in ticket["events"])
 
 
+def test_a_refused_claim_never_costs_a_review(mc_root: McRoot, tmp_path: Path) -> None:
+    calls = tmp_path / "reviews"
+    reviewer = f"open({str(calls)!r}, 'a').write('x'); print('{{\"verdict\": \"pass\"}}')"
+    mc_root.config["reviewer"] = {"enabled": True, "command": [sys.executable, "-c", reviewer], "timeout": 60}
+    mc_root.config["workers"]["default"]["command"] = ["sh", "-c", "echo 'DONE: 0123456789abcdef'"]
+    mc_root.write_config()
+    key = mc_root.mc("ticket", "add", "liar", "--repo", str(make_repo(tmp_path / "repo"))).stdout.strip()
+    mc_root.run()
+    ticket = mc_root.show(key)
+    assert (ticket["status"], ticket["reviews"]) == ("needs_input", [])
+    assert not calls.exists()  # the reviewer never started
+    assert [e["actor"] for e in ticket["events"] if e["action"] == "rejected_done"] == ["done_verifier"] * 2
+
+
 def test_two_bad_claims_escalate_like_two_deaths(mc_root: McRoot, tmp_path: Path) -> None:
     mc_root.config["workers"]["default"]["command"] = ["sh", "-c", "echo 'DONE: 0123456789abcdef'"]
     mc_root.config["reviewer"]["enabled"] = False
     mc_root.write_config()
-    key = mc_root.mc("ticket", "add", "liar", "--repo", str(make_repo(tmp_path))).stdout.strip()
+    key = mc_root.mc("ticket", "add", "liar", "--repo", str(make_repo(tmp_path / "repo"))).stdout.strip()
     mc_root.run()
     ticket = mc_root.show(key)
     assert (ticket["status"], ticket["death_count"]) == ("needs_input", 2)
@@ -165,8 +167,8 @@ def test_two_bad_claims_escalate_like_two_deaths(mc_root: McRoot, tmp_path: Path
 
 def test_done_verifier_disabled_accepts_any_claim(mc_root: McRoot, tmp_path: Path) -> None:
     mc_root.config["plugins"]["done_verifier"] = {"enabled": False}
-    ticket = verified(mc_root, make_repo(tmp_path), "echo 'DONE: deadbeefdeadbeef'")
-    assert (ticket["status"], len(ticket["runs"]), ticket["done_sha"]) == ("done", 1, "deadbeefdeadbeef")
+    ticket = verified(mc_root, make_repo(tmp_path / "repo"), "echo 'DONE: deadbeefdeadbeef'")
+    assert (ticket["status"], len(worker_runs(ticket)), ticket["done_sha"]) == ("done", 1, "deadbeefdeadbeef")
 
 
 def test_a_ticket_without_a_repo_is_not_checked(mc_root: McRoot) -> None:

@@ -131,3 +131,52 @@ def test_a_reviewer_printing_nul_in_its_reasons_is_stored_safely(mc_root: McRoot
     mc_root.run()
     ticket = mc_root.show(key)
     assert (ticket["status"], ticket["reviews"][0]["reasons"]) == ("done", ["ok\\0then"])
+
+
+def test_run_refuses_to_start_when_the_agent_cli_is_missing(tmp_path: Path) -> None:
+    assert mc_in(tmp_path, "init").returncode == 0  # the default config: agent: claude-code
+    (tmp_path / "config.yaml").write_text(
+        (tmp_path / "config.yaml")
+        .read_text()
+        .replace(
+            "agent: claude-code\n    timeout: 3600",
+            "agent: claude-code\n    executable: /nonexistent/claude\n    timeout: 3600",
+        ),
+        encoding="utf-8",
+    )
+    mc_in(tmp_path, "ticket", "add", "x")
+    result = mc_in(tmp_path, "run", "--until-idle")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "workers.default: the agent CLI '/nonexistent/claude' is not found" in result.stderr
+    assert json.loads(mc_in(tmp_path, "ticket", "show", "MC-1", "--json").stdout)["status"] == "todo"
+
+
+def test_doctor_prints_one_line_per_check_and_fails_on_a_missing_cli(tmp_path: Path) -> None:
+    assert mc_in(tmp_path, "init").returncode == 0
+    config = tmp_path / "config.yaml"
+    text = config.read_text()
+    config.write_text(
+        text.replace("  agent: claude-code\n  timeout: 600", f"  command: [{sys.executable!r}]\n  timeout: 600")
+    )
+    config.write_text(
+        config.read_text().replace(
+            "agent: claude-code\n    timeout: 3600",
+            "agent: claude-code\n    executable: /nonexistent/claude\n    timeout: 3600",
+        )
+    )
+    result = mc_in(tmp_path, "doctor")
+    lines = result.stdout.splitlines()
+    assert result.returncode == 1
+    assert lines[0].startswith("ok   config:") and lines[1].startswith("ok   database:")
+    assert lines[2].startswith("FAIL workers.default: '/nonexistent/claude' is not found")
+    assert lines[3].startswith(f"ok   reviewer: {sys.executable}")
+    assert lines[4].startswith("ok   git: git version") and lines[5].startswith("ok   worktrees:")
+
+
+def test_run_tells_each_decision_on_stderr_unless_quiet(mc_root: McRoot) -> None:
+    first = mc_root.add("told")
+    told = mc_root.run().stderr
+    assert f"{first} dispatch: attempt 1 started (worker default) [host]" in told
+    assert f"{first} verdict: pass for" in told and f"{first} status: in_review -> done" in told
+    mc_root.add("quiet")
+    assert mc_root.mc("run", "--until-idle", "--quiet").stderr == ""

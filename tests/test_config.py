@@ -30,7 +30,9 @@ def test_default_config_loads_with_documented_values(tmp_path: Path) -> None:
     assert config.ticket_prefix == "MC"
     assert config.owner_title == "Elmar"
     assert config.workers["default"].timeout == 3600
-    assert config.reviewer.enabled is True
+    assert (config.workers["default"].agent, config.workers["default"].stall_timeout) == ("claude-code", 600)
+    assert (config.reviewer.enabled, config.reviewer.agent) == (True, "claude-code")
+    assert config.keep_worktrees is False
     assert config.plugins["review_loop"]["max_review_cycles"] == 3
     assert config.max_workers == 2
 
@@ -60,6 +62,13 @@ def test_default_config_loads_with_documented_values(tmp_path: Path) -> None:
             "workers.default.command[2]: expected no {prompt} inside a shell script",
         ),
         ("reviewer: {enabled: yes please}\n", "reviewer.enabled: expected true or false"),
+        ("workers: {default: {agent: claude}}\n", "workers.default.agent: expected one of the agent presets"),
+        ("workers: {default: {agent: claude-code, command: [x]}}\n", "workers.default.command: expected either"),
+        ("workers: {default: {command: [x], model: opus}}\n", "workers.default.model: expected a setting of agent"),
+        ("workers: {default: {agent: claude-code, env: {A: 1}}}\n", "workers.default.env.A: expected NAME: text"),
+        ("workers: {default: {agent: claude-code, stall_timeout: 0}}\n", "workers.default.stall_timeout: expected"),
+        ("workers: {default: {agent: claude-code, allowed_tools: Bash}}\n", "allowed_tools: expected a list"),
+        ("keep_worktrees: sometimes\n", "keep_worktrees: expected true or false"),
         ("reviewer: {command: [x, '{prompt}']}\n", "reviewer.command[1]: expected only the placeholders"),
         (
             "operator: {weak_patterns: ['(unclosed']}\n",

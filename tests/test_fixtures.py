@@ -105,4 +105,4 @@ def test_a_plugin_that_raises_in_on_done_sentinel_rolls_back_its_changes(
     else:
         raise AssertionError("PluginFailed was not raised")
     assert list(mc_controller.refresh(ticket).comments) == []
-    assert mc_plugin_manager.call_order("on_done_sentinel") == ["done_verifier", "review_loop"]
+    assert mc_plugin_manager.call_order("on_done_sentinel") == ["review_loop"]

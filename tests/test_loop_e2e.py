@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import McRoot
+from conftest import McRoot, make_repo, worker_runs
 from mission_control.ticket_runtime import find_sentinel
 
 
@@ -34,8 +34,7 @@ def wait_for(predicate, timeout: float = 30) -> None:
 
 
 def test_worker_gets_placeholders_environment_cwd_and_no_shell(mc_root: McRoot, tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
+    repo = make_repo(tmp_path / "repo")
     out = tmp_path / "seen.json"
     code = (
         "import json, os, sys; json.dump({'argv': sys.argv[1:], 'cwd': os.getcwd(), "
@@ -44,16 +43,18 @@ def test_worker_gets_placeholders_environment_cwd_and_no_shell(mc_root: McRoot, 
     )
     set_worker(mc_root, [*py(code), "{ticket}", "{prompt}", "{prompt_file}", "{repo}", "{session}", "{attempt}"])
     mc_root.config["reviewer"]["enabled"] = False
+    mc_root.config["plugins"]["done_verifier"] = {"enabled": False}  # the sha is made up
     mc_root.write_config()
     title = 'it\'s $(touch pwned); `rm -rf /` && echo "hi" | cat > x'
     key = mc_root.mc("ticket", "add", title, "--body", "body; $HOME", "--repo", str(repo)).stdout.strip()
     mc_root.run()
     seen = json.loads(out.read_text())
     ticket_arg, prompt, prompt_file, repo_arg, session, attempt = seen["argv"]
-    assert (ticket_arg, repo_arg, attempt) == (key, str(repo), "1")
-    assert prompt.startswith(title) and "body; $HOME" in prompt
+    worktree = str(mc_root.path / "worktrees" / key)
+    assert (ticket_arg, repo_arg, attempt) == (key, worktree, "1")
+    assert f"## Ticket {key}: {title}" in prompt and "body; $HOME" in prompt
     assert Path(prompt_file).read_text() == prompt
-    assert seen["cwd"] == str(repo)
+    assert seen["cwd"] == worktree  # its own worktree of the repo, on mc/<KEY>
     assert seen["env"]["MC_TICKET"] == key and seen["env"]["MC_SESSION"] == session
     assert seen["env"]["MC_PROMPT_FILE"] == prompt_file and seen["env"]["MC_ATTEMPT"] == "1"
     assert not (repo / "pwned").exists() and not (mc_root.path / "pwned").exists()
@@ -123,7 +124,7 @@ def test_timed_out_worker_is_killed_with_its_process_group(mc_root: McRoot, tmp_
     mc_root.run()
     ticket = mc_root.show(key)
     assert ticket["status"] == "needs_input"
-    assert ticket["runs"][0]["timed_out"] is True and ticket["runs"][0]["death_reason"] == "timed out"
+    assert worker_runs(ticket)[0]["timed_out"] is True and worker_runs(ticket)[0]["death_reason"] == "timed out"
     child = int(pidfile.read_text())
     wait_for(
         lambda: not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2],
@@ -210,7 +211,7 @@ def test_controller_killed_with_sigkill_loses_nothing_and_never_runs_twice(mc_ro
     mc_root.run()
     for key in keys:
         ticket = mc_root.show(key)
-        assert (ticket["status"], ticket["death_count"], len(ticket["runs"])) == ("done", 0, 1), ticket
+        assert (ticket["status"], ticket["death_count"], len(worker_runs(ticket))) == ("done", 0, 1), ticket
         assert (mc_root.state / f"{key}.runs").read_text() == "x"  # the worker ran exactly once
 
 
@@ -224,7 +225,7 @@ def test_report_recorded_while_controller_was_down_is_applied_not_counted_as_dea
     time.sleep(1.5)  # the orphaned worker finishes while no controller runs
     mc_root.run()
     ticket = mc_root.show(key)
-    assert (ticket["status"], ticket["death_count"], len(ticket["runs"])) == ("done", 0, 1)
+    assert (ticket["status"], ticket["death_count"], len(worker_runs(ticket))) == ("done", 0, 1)
 
 
 def test_two_controllers_never_start_the_same_ticket(mc_root: McRoot) -> None:
@@ -233,7 +234,7 @@ def test_two_controllers_never_start_the_same_ticket(mc_root: McRoot) -> None:
     assert first.wait(timeout=120) == 0 and second.wait(timeout=120) == 0
     for key in keys:
         ticket = mc_root.show(key)
-        assert (ticket["status"], len(ticket["runs"]), mc_root.agent_runs(key)) == ("done", 1, 1)
+        assert (ticket["status"], len(worker_runs(ticket)), mc_root.agent_runs(key)) == ("done", 1, 1)
 
 
 def test_sigterm_lets_running_workers_finish_then_exits(mc_root: McRoot) -> None:
@@ -243,7 +244,7 @@ def test_sigterm_lets_running_workers_finish_then_exits(mc_root: McRoot) -> None
     wait_for(lambda: mc_root.show(key)["status"] == "in_progress")
     controller.send_signal(signal.SIGTERM)
     assert controller.wait(timeout=30) == 0
-    assert mc_root.show(key)["runs"][0]["outcome"] == "done"
+    assert worker_runs(mc_root.show(key))[0]["outcome"] == "done"
 
 
 def test_config_edit_is_picked_up_by_a_running_controller(mc_root: McRoot) -> None:
@@ -318,14 +319,23 @@ def test_review_cycles_reset_when_a_ticket_first_moves_to_in_progress(mc_root: M
 
 
 def test_operator_reopens_a_done_sha_that_is_not_a_commit_of_the_repo(mc_root: McRoot, tmp_path: Path) -> None:
-    import subprocess
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    repo = make_repo(tmp_path / "repo")
     key = mc_root.mc("ticket", "add", "claims a commit", "--repo", str(repo)).stdout.strip()
     mc_root.mc("ticket", "set", key, "--status", "done", "--done-sha", "abcdef1234")
     mc_root.mc("operator", "--once")
     ticket = mc_root.show(key)
     assert ticket["status"] == "todo"
     assert "done_sha abcdef1234 is not a commit in" in ticket["comments"][-1]["body"]
+
+
+def test_a_worker_whose_output_stops_growing_is_stopped_as_stalled(mc_root: McRoot) -> None:
+    code = "import sys, time; print('working', flush=True); time.sleep(1.2); print('still', flush=True); time.sleep(60)"
+    mc_root.config["workers"]["default"] = {"command": py(code), "timeout": 60, "stall_timeout": 1}
+    mc_root.config["plugins"]["dead_worker_retry"] = {"max_deaths": 1}
+    mc_root.write_config()
+    key = mc_root.add("stalls")
+    started = time.monotonic()
+    mc_root.run()
+    run = worker_runs(mc_root.show(key))[0]
+    assert (run["outcome"], run["death_reason"]) == ("died", "no output for 1 s (stalled)")
+    assert 2.1 < time.monotonic() - started < 30  # output that still grows is not a stall

@@ -33,7 +33,8 @@ def config_with(tmp_path: Path, plugins: str) -> Path:
 def test_builtins_load_by_name_in_the_declared_order(tmp_path: Path) -> None:
     host = load_plugins(load_config(config_with(tmp_path, "{}"), env={}))
     assert [info.name for info in host.infos] == list(BUILTIN_NAMES)
-    assert host.call_order("on_done_sentinel") == ["done_verifier", "review_loop"]
+    assert host.call_order("on_done_sentinel") == ["review_loop"]
+    assert host.call_order("verify_done_claim") == ["done_verifier"]
     assert host.call_order("before_auto_action") == ["killswitch"]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from scripts import expected, random_script
 
-from conftest import McRoot
+from conftest import McRoot, worker_runs
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,9 @@ def check_all(mc: McRoot, keys: list[str], scripts: list[list[str]], seed: objec
         assert got == (want.status, want.runs, want.review_cycles, want.death_count, want.comments, want.escalations), (
             f"seed={seed} {key} script={script}: got {got}, expected {want}"
         )
-        applied = [r for r in ticket["runs"] if r["applied_at"] is not None and r["death_reason"] != "never started"]
+        applied = [
+            r for r in worker_runs(ticket) if r["applied_at"] is not None and r["death_reason"] != "never started"
+        ]
         assert len(applied) == want.runs, f"seed={seed} {key}: {len(applied)} applied reports for {want.runs} runs"
 
 

@@ -1,0 +1,111 @@
+"""`mc doctor` and the start-up check of `mc run`: is everything a run needs where the config says?"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+
+from mc_hooks.config import AgentSettings, Config, ConfigError, load_config
+from mission_control.models import StoreError, close_database, open_database
+from mission_control.worktrees import git
+
+VERSION_TIMEOUT = 20
+
+
+def _profiles(config: Config) -> Iterator[tuple[str, AgentSettings]]:
+    for name, profile in config.workers.items():
+        yield f"workers.{name}", profile
+    if config.reviewer.enabled and config.reviewer.program:
+        yield "reviewer", config.reviewer
+
+
+def resolve(program: str) -> str | None:
+    """The path ``program`` runs as (a path, or a name looked up on PATH), or None if there is none."""
+    if os.sep in program:
+        return program if os.path.isfile(program) and os.access(program, os.X_OK) else None
+    return shutil.which(program)
+
+
+def _install_hint(settings: AgentSettings) -> str:
+    if settings.agent == "claude-code":
+        return "install it (npm install -g @anthropic-ai/claude-code) or set executable: to its path"
+    return "install it or fix the command"
+
+
+def missing_executables(config: Config) -> list[str]:
+    """One line per configured worker profile or reviewer whose program cannot be found."""
+    problems = []
+    for where, settings in _profiles(config):
+        program = settings.program
+        if program and resolve(program) is None:
+            what = "agent CLI" if settings.agent else "command"
+            problems.append(f"{config.file}: {where}: the {what} {program!r} is not found; {_install_hint(settings)}")
+    return problems
+
+
+def _version(path: str) -> str:
+    try:
+        result = subprocess.run(
+            [path, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=VERSION_TIMEOUT,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"(--version failed: {exc})"
+    line = (result.stdout or result.stderr).strip().splitlines()
+    return line[0][:120] if line else f"(--version printed nothing, exit {result.returncode})"
+
+
+def checks(explicit: str | None) -> Iterator[tuple[bool, str]]:
+    """Each check as (passed, one line). Stops after a config that cannot be read."""
+    try:
+        config = load_config(explicit)
+    except ConfigError as exc:
+        yield False, f"config: {exc}"
+        return
+    yield True, f"config: {config.file} is valid"
+    try:
+        open_database(config.database)
+        where = config.database if config.is_sqlite else config.database.split("@")[-1]
+        yield True, f"database: {where} is reachable and its schema is current"
+    except StoreError as exc:
+        yield False, f"database: {exc}"
+    finally:
+        close_database()
+    for where, settings in _profiles(config):
+        program = settings.program
+        if not program:
+            continue
+        path = resolve(program)
+        if path is None:
+            yield False, f"{where}: {program!r} is not found; {_install_hint(settings)}"
+        elif settings.agent:
+            yield True, f"{where}: {settings.agent} at {path}, {_version(path)}"
+        else:
+            yield True, f"{where}: {path}"
+    version = git(".", "--version")
+    if version.returncode == 0:
+        yield True, f"git: {version.stdout.strip()}"
+    else:
+        yield False, f"git: not usable ({version.stderr.strip() or version.returncode}); worktrees need it"
+    root = config.root / "worktrees"
+    target = root if root.exists() else config.root
+    if os.access(target, os.W_OK | os.X_OK):
+        yield True, f"worktrees: {root} is writable"
+    else:
+        yield False, f"worktrees: {target} is not writable; runs cannot get a worktree"
+
+
+def run_checks(explicit: str | None) -> int:
+    """Print one line per check; 0 when all pass, 1 otherwise."""
+    failed = False
+    for passed, line in checks(explicit):
+        failed = failed or not passed
+        print(f"{'ok  ' if passed else 'FAIL'} {line}", file=sys.stdout)
+    return 1 if failed else 0

@@ -1,0 +1,204 @@
+"""What a run is started with: its workspace, prompt, argv, environment and files, for workers and
+reviewers alike, from a ``command:`` template or an agent preset. Ticket text reaches the process
+only through the prompt file (on stdin for presets), ``{prompt}`` argv elements and environment
+values; never a shell, never an option parser (presets take no positional argument at all)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mc_hooks.config import AgentSettings, Config
+from mission_control import agents, worktrees
+from mission_control import ticket_runtime as rt
+from mission_control.models import Ticket, WorkerRun
+from mission_control.worktrees import Workspace
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything :func:`ticket_runtime.spawn` needs for one run."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    stdout: Path
+    stderr: Path
+    stdin: Path | None
+    timeout: float
+    stall_timeout: float
+    workspace: Workspace
+
+
+@dataclass(frozen=True)
+class History:
+    """What earlier runs of the ticket left for this one."""
+
+    session: str | None = None  # the agent session to resume
+    last_death: str | None = None  # why the previous run ended without a result
+
+
+def log_dir(config: Config, ticket: Ticket) -> Path:
+    """The ticket's log directory (created owner-only)."""
+    return rt.private_dir(config.root / "logs" / ticket.key)
+
+
+def history(run: WorkerRun) -> History:
+    """The session to resume (the latest one an earlier run of this profile reported, unless a later
+    run found it gone) and why the previous run died, if it did."""
+    if run.attempt <= 1:
+        return History()
+    earlier = (
+        WorkerRun.select(WorkerRun.attempt, WorkerRun.outcome, WorkerRun.death_reason, WorkerRun.agent_session)
+        .where(
+            (WorkerRun.ticket == run.ticket_id) & (WorkerRun.attempt < run.attempt) & (WorkerRun.profile == run.profile)
+        )
+        .order_by(WorkerRun.attempt.desc())
+        .tuples()
+    )
+    session, last_death = None, None
+    for index, (_, outcome, death_reason, agent_session) in enumerate(earlier):
+        if index == 0 and outcome == "died" and death_reason != "never started":
+            last_death = death_reason
+        if agent_session is not None:
+            session = agent_session or None  # "" marks a session the CLI no longer had
+            break
+    return History(session, last_death)
+
+
+def _env(settings: AgentSettings, preset: agents.ClaudeCode | None, values: dict[str, str]) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("MC_CONFIG", "MC_DATABASE_URL")}
+    extra = preset.env(settings) if preset else dict(settings.env)
+    return {**base, **extra, **values}
+
+
+def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: History) -> Launch:
+    """The worker run of ``run``: prepares the ticket's workspace and writes its prompt file.
+
+    Raises :class:`worktrees.WorkspaceError` when the workspace cannot be prepared.
+    """
+    profile = config.workers.get(run.profile, config.workers["default"])
+    preset = agents.preset(profile)
+    workspace = worktrees.prepare(config.root, ticket.key, ticket.repo, ticket.branch, scratch_git=preset is not None)
+    logs = log_dir(config, ticket)
+    prompt_file = logs / f"{run.attempt}.prompt.md"
+    feedback = json.loads(run.feedback) if run.feedback else None
+    prompt = rt.build_prompt(
+        ticket.key,
+        ticket.title,
+        ticket.body,
+        feedback,
+        workspace.path,
+        workspace.branch,
+        decides_done=preset is not None,
+        last_death=past.last_death,
+    )
+    rt.write_private(prompt_file, prompt)
+    values = {
+        "ticket": ticket.key,
+        "prompt": prompt,
+        "prompt_file": str(prompt_file),
+        "repo": str(workspace.path),
+        "session": run.session,
+        "attempt": str(run.attempt),
+    }
+    env = {
+        "MC_TICKET": ticket.key,
+        "MC_PROMPT_FILE": str(prompt_file),
+        "MC_REPO": str(workspace.path),
+        "MC_SESSION": run.session,
+        "MC_ATTEMPT": str(run.attempt),
+        "MC_RUN_ID": f"{db_id}:{run.id}",
+    }
+    if preset is not None:
+        argv = preset.worker_argv(profile, resume=past.session)
+    else:
+        argv = rt.render(profile.command or (), values)
+    return Launch(
+        argv,
+        _env(profile, preset, env),
+        workspace.path,
+        Path(run.log_path),
+        logs / f"{run.attempt}.err",
+        prompt_file if preset is not None else None,
+        profile.timeout,
+        profile.stall_timeout,
+        workspace,
+    )
+
+
+def review_prompt(ticket: Ticket, sha: str, base: str | None) -> str:
+    """What a preset reviewer is asked: judge ``sha`` against the ticket, read-only, as structured output."""
+    changes = f"`git diff {base} {sha}`" if base else f"`git show {sha}`"
+    return (
+        f"You are reviewing commit {sha} for ticket {ticket.key}, unattended and read-only.\n\n"
+        f"- This directory is a clean checkout of that commit. See what changed with {changes}.\n"
+        "- Judge whether the commit does what the ticket asks, completely and correctly.\n"
+        "- Answer with the structured verdict: `pass` when it does; `fail` when it does not, with the reasons and "
+        "each missing or wrong piece as a gap the author can act on; `uncertain` when you cannot tell, with why.\n\n"
+        f"## Ticket {ticket.key}: {ticket.title}".rstrip()
+        + "\n\n"
+        + ticket.body.rstrip()
+        + "\n"
+    )
+
+
+def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch | None:
+    """The reviewer run for ``run``'s reported sha, in a clean checkout of it where it is a commit
+    (otherwise in the ticket's workspace); None when no reviewer is configured (verdicts by hand)."""
+    settings = config.reviewer
+    preset = agents.preset(settings)
+    if preset is None and settings.command is None:
+        return None
+    workdir = Path(run.workdir) if run.workdir else worktrees.ticket_path(config.root, ticket.key)
+    repo = ticket.repo or (str(workdir) if ticket.branch else None)
+    checkout = worktrees.review_checkout(config.root, ticket.key, repo, run.done_sha)
+    cwd = checkout or workdir
+    cwd.mkdir(mode=0o700, parents=True, exist_ok=True)
+    logs = log_dir(config, ticket)
+    worker_prompt = logs / f"{run.attempt}.prompt.md"
+    values = {"ticket": ticket.key, "sha": run.done_sha, "repo": str(cwd), "prompt_file": str(worker_prompt)}
+    env = {
+        "MC_TICKET": ticket.key,
+        "MC_SHA": run.done_sha,
+        "MC_REPO": str(cwd),
+        "MC_PROMPT_FILE": str(worker_prompt),
+        "MC_REVIEW_ID": f"{db_id}:{run.id}",
+    }
+    stdin = None
+    if preset is not None:
+        stdin = logs / f"{run.attempt}.review.md"
+        rt.write_private(stdin, review_prompt(ticket, run.done_sha, run.base_sha))
+        argv = preset.reviewer_argv(settings)
+    else:
+        argv = rt.render(settings.command or (), values)
+    return Launch(
+        argv,
+        _env(settings, preset, env),
+        cwd,
+        logs / f"{run.attempt}.review.log",
+        logs / f"{run.attempt}.review.err",
+        stdin,
+        settings.timeout,
+        settings.stall_timeout,
+        Workspace(cwd, None, run.done_sha, repo),
+    )
+
+
+def start(kind: str, run: WorkerRun, launch: Launch) -> rt.Process:
+    """Start the run described by ``launch`` (raises OSError when it cannot start)."""
+    return rt.spawn(
+        kind,
+        run.id,
+        run.ticket_id,
+        launch.argv,
+        launch.cwd,
+        launch.env,
+        launch.stdout,
+        launch.stderr,
+        launch.timeout,
+        stdin_path=launch.stdin,
+        stall_timeout=launch.stall_timeout,
+    )

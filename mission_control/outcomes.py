@@ -1,0 +1,121 @@
+"""What a finished run reported, read from its own output and its workspace, outside any transaction.
+
+A ``command:`` worker reports success with a ``DONE: <sha>`` line. For an agent preset Mission
+Control decides: the agent exited well and its branch has a new commit past the commit it started
+from; anything else is a dead worker with the reason in plain words. A reviewer's verdict is its
+last JSON verdict line, or a preset's structured output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mc_hooks.config import AgentSettings
+from mission_control import agents, shadow_reviewer, worktrees
+from mission_control import ticket_runtime as rt
+from mission_control.agents import AgentReport
+from mission_control.worktrees import Workspace
+
+TAIL = 4096
+
+
+@dataclass
+class WorkerOutcome:
+    """A worker run's report: a done sha, or why it died (exit code, signal, timed out, reason)."""
+
+    sha: str | None = None
+    death: tuple[int | None, int | None, bool, str] | None = None
+    tail: str = ""
+    agent: AgentReport = field(default_factory=AgentReport)
+    leftovers: list[str] = field(default_factory=list)
+    refused_by: str | None = None  # the plugin that refused the DONE claim
+
+    def refuse(self, reason: str, plugin: str) -> None:
+        """The claim does not hold: the run counts as a death with ``reason``."""
+        self.sha, self.death, self.refused_by = None, (None, None, False, reason), plugin or "host"
+
+
+def tail_of(stdout: Path) -> str:
+    """The end of a run's stdout and stderr, for the death record."""
+    return (rt.read_tail(stdout) + rt.read_tail(stdout.with_suffix(".err")))[-TAIL:]
+
+
+def worker(profile: AgentSettings, stdout: Path, workspace: Workspace, process: rt.Process | None) -> WorkerOutcome:
+    """Read a finished worker run. ``process`` is None when it ended while no controller watched it
+    (recovery): its exit status is unknown, so only what it wrote counts."""
+    preset = agents.preset(profile)
+    outcome = _preset_worker(preset, stdout, workspace, process) if preset else _command_worker(stdout, process)
+    if outcome.death is not None:
+        outcome.tail = tail_of(stdout)
+    return outcome
+
+
+def _death_of(process: rt.Process | None, default: str) -> tuple[int | None, int | None, bool, str]:
+    if process is None:
+        return (None, None, False, default)
+    return (process.exit_code, process.signal, process.timed_out, rt.describe_death(process))
+
+
+def _command_worker(stdout: Path, process: rt.Process | None) -> WorkerOutcome:
+    cut_short = process is not None and (process.timed_out or process.stalled)
+    sha = None if cut_short else rt.find_sentinel(stdout)
+    if sha is not None:
+        return WorkerOutcome(sha=sha)
+    return WorkerOutcome(death=_death_of(process, "ended while its controller was down, without a DONE line"))
+
+
+def _preset_worker(
+    preset: agents.ClaudeCode, stdout: Path, workspace: Workspace, process: rt.Process | None
+) -> WorkerOutcome:
+    said = preset.report(stdout)
+    outcome = WorkerOutcome(agent=said)
+    code = process.exit_code if process else None
+    if process is not None and (process.stopped or process.signal is not None):
+        outcome.death = _death_of(process, "")
+    elif said.is_error:
+        outcome.death = (code, None, False, f"the agent reported an error: {said.error}")
+    elif process is not None and code != 0:
+        outcome.death = (code, None, False, f"exit {code}")
+    elif not said.finished:
+        why = "ended without printing a result" if process else "ended while its controller was down, without a result"
+        outcome.death = (code, None, False, why)
+    else:
+        outcome.sha = worktrees.new_commit(workspace)
+        left = worktrees.leftovers(workspace)
+        if outcome.sha is not None:
+            outcome.leftovers = left
+        else:
+            reason = f"no new commit on {workspace.branch}"
+            if left:
+                reason += f" ({len(left)} uncommitted change{'s' if len(left) != 1 else ''} left in the worktree)"
+            outcome.death = (code, None, False, reason)
+    return outcome
+
+
+def read_review(settings: AgentSettings, stdout: Path) -> tuple[tuple[str, list[str], list[str]] | None, AgentReport]:
+    """The verdict a reviewer run wrote, if any (its last JSON verdict line, or a preset's structured
+    output), and what its agent CLI reported."""
+    preset = agents.preset(settings)
+    if preset is None:
+        return shadow_reviewer.parse_verdict(stdout), AgentReport()
+    said = preset.report(stdout)
+    return (None if said.is_error else shadow_reviewer.clean_verdict(said.structured)), said
+
+
+def review(
+    settings: AgentSettings, stdout: Path, process: rt.Process, timeout: float
+) -> tuple[tuple[str, list[str], list[str]], AgentReport]:
+    """A finished reviewer run's verdict (verdict, reasons, gaps) and what its agent CLI reported.
+    Anything but a clean verdict (a crash, a timeout, a stall, an API error) is ``uncertain``."""
+    failure = None
+    if process.timed_out:
+        failure = f"timed out after {timeout:g}s"
+    elif process.stopped:
+        failure = process.stopped
+    elif process.signal is not None or (process.exit_code or 0) != 0:
+        failure = rt.describe_death(process)
+    parsed, said = read_review(settings, stdout)
+    if said.is_error:
+        failure = f"the agent reported an error: {said.error}"
+    return shadow_reviewer.judge(parsed, failure), said
