@@ -81,11 +81,12 @@ def add_tickets(root: Path, count: int) -> None:
 def run_until_idle(root: Path) -> tuple[float, float]:
     """Wall time of `mc run --until-idle` and the controller's peak RSS in MB (VmHWM, sampled)."""
     start = time.perf_counter()
+    stderr = (root / "run.stderr").open("w+b")  # its narration, as a terminal or journal would take it
     proc = subprocess.Popen(
         [sys.executable, "-m", "mission_control.cli", "--config", str(root / "config.yaml"), "run", "--until-idle"],
         env=env(),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
     peak = 0.0
     while proc.poll() is None:
@@ -97,8 +98,10 @@ def run_until_idle(root: Path) -> tuple[float, float]:
             pass
         time.sleep(0.05)
     elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: mc run failed: {proc.stderr.read().decode()[-2000:]}")
+    with stderr:
+        if proc.returncode != 0:
+            stderr.seek(0)
+            raise SystemExit(f"bench: mc run failed: {stderr.read().decode()[-2000:]}")
     return elapsed, peak
 
 

@@ -193,23 +193,14 @@ def spend(now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     result: dict[str, Any] = {}
     for label, since in (("last_hour", now - 3600), ("last_day", now - 86400)):
-        worker = (
-            WorkerRun.select(
-                fn.SUM(WorkerRun.cost_usd), fn.SUM(WorkerRun.input_tokens), fn.SUM(WorkerRun.output_tokens)
-            )
-            .where(WorkerRun.ended_at > since)
+        totals = [
+            model.select(fn.SUM(model.cost_usd), fn.SUM(model.input_tokens), fn.SUM(model.output_tokens))
+            .where(ended > since)
             .tuples()
             .first()
-        )
-        review = (
-            ShadowReview.select(
-                fn.SUM(ShadowReview.cost_usd), fn.SUM(ShadowReview.input_tokens), fn.SUM(ShadowReview.output_tokens)
-            )
-            .where(ShadowReview.created_at > since)
-            .tuples()
-            .first()
-        )
-        cost, inputs, outputs = ((a or 0) + (b or 0) for a, b in zip(worker, review, strict=True))
+            for model, ended in ((WorkerRun, WorkerRun.ended_at), (ShadowReview, ShadowReview.created_at))
+        ]
+        cost, inputs, outputs = (sum(value or 0 for value in column) for column in zip(*totals, strict=True))
         result[label] = {"cost_usd": round(float(cost), 6), "input_tokens": int(inputs), "output_tokens": int(outputs)}
     return result
 

@@ -43,6 +43,7 @@ from mission_control.models import (
     write,
 )
 from mission_control.models import Controller as ControllerRow
+from mission_control.narration import Narrator
 
 MAX_ATTEMPTS = 50  # a backstop: no ticket is ever started more often than this
 MAX_REVIEW_STARTS = 3  # a review started this often without finishing is recorded as uncertain
@@ -92,9 +93,9 @@ class Pickup:
         self.dirty = True  # something may have happened since the last pass
         self.next_poll = 0.0
         self.next_fence = 0.0
-        self.narration: list[str] = []
+        self.narrator = Narrator()
         if not quiet:
-            self.controller.on_record = self.narrate
+            self.controller.on_record = lambda ticket, event: self.narrator.event(ticket and ticket.key, event)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -112,19 +113,6 @@ class Pickup:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopping = True
-
-    def narrate(self, ticket: Ticket | None, event: Any) -> None:
-        """Keep a line for each decision, printed on stderr once the tick is done (see :meth:`tell`)."""
-        stamp = time.strftime("%H:%M:%S", time.localtime(event.created_at))
-        key = ticket.key if ticket is not None else "-"
-        self.narration.append(f"{stamp} {key} {event.action}: {short(event.detail, 300)} [{event.actor}]")
-
-    def tell(self) -> None:
-        """Print the decisions made since the last call, one line each."""
-        if self.narration:
-            sys.stderr.write("".join(f"mc: {line}\n" for line in self.narration))
-            sys.stderr.flush()
-            self.narration.clear()
 
     def run(self) -> int:
         """Run until stopped (SIGINT/SIGTERM) or, with ``until_idle``, until nothing can happen.
@@ -153,12 +141,12 @@ class Pickup:
                 if idle and not self.recover(force=True) and not self.step(force=True):
                     break
                 timeout = 0.0 if self.dirty else max(0.0, self.next_poll - time.monotonic())
-                self.tell()
+                self.narrator.flush()
                 exited = self.watcher.wait(timeout)
                 if exited:
                     self.record_exits(exited)
         finally:
-            self.tell()
+            self.narrator.flush(wait=1.0)
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

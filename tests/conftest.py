@@ -127,10 +127,14 @@ POSTGRES_SKIPPED: list[str] = []
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Without a PostgreSQL server, say once (not per test) that its tests were skipped and how to run them."""
-    if POSTGRES_SKIPPED:
-        count = len(terminalreporter.stats.get("skipped", []))
-        terminalreporter.write_line(f"{POSTGRES_SKIPPED[0]} ({count} tests)", yellow=True)
+    """Without a PostgreSQL server or the agent CLIs, say once (not per test) that their tests were skipped
+    and how to run them."""
+    reports = terminalreporter.stats.get("skipped", [])
+    for skipped in (POSTGRES_SKIPPED, AGENT_SKIPPED):
+        if skipped:
+            prefix = skipped[0].split(":")[0]
+            count = sum(1 for report in reports if prefix in str(report.longrepr))
+            terminalreporter.write_line(f"{skipped[0]} ({count} tests)", yellow=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ the scripted model server, through the real `mc run`, with real git repositories
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,9 @@ def test_a_ticket_goes_to_done_with_a_real_commit_on_its_branch(root: AgentRoot,
     assert worker["session"] and worker["cost_usd"] > 0 and worker["input_tokens"] > 0 and worker["turns"] == 3
     assert review["cost_usd"] > 0 and review["output_tokens"] > 0
     assert root.server.unscripted == []
+    root.mc("operator", "--once")
+    spend = json.loads(root.mc("health", "--json").stdout)["spend"]["last_hour"]
+    assert spend["cost_usd"] == pytest.approx(worker["cost_usd"] + review["cost_usd"])
 
 
 def test_a_failed_review_comes_back_into_the_same_session_with_the_feedback(root: AgentRoot, repo: Path) -> None:
