@@ -246,6 +246,14 @@ class Controller:
         """Mark the ticket done (the host default for a DONE)."""
         self.set_status(ticket, "done", why or f"done at {ticket.done_sha or 'no sha'}")
 
+    def count_death(self, ticket: Ticket) -> int:
+        """Add one to ``death_count`` in the store and return the new count. Counted by the database,
+        not in memory, so a transaction retried after a deadlock or a busy store counts the death once."""
+        with db.atomic():
+            Ticket.update(death_count=Ticket.death_count + 1).where(Ticket.id == ticket.id).execute()
+            ticket.death_count = Ticket.select(Ticket.death_count).where(Ticket.id == ticket.id).scalar()
+        return ticket.death_count
+
     def count_review_cycle(self, ticket: Ticket) -> int:
         """Add one to ``review_cycles`` and return the new count."""
         with db.atomic():
@@ -323,8 +331,7 @@ class Controller:
     def treat_as_death(self, ticket: Ticket, reason: str) -> None:
         """Count a worker's claimed DONE as a dead worker (``reason`` says why) and let
         ``on_worker_death`` decide, as for any death: retry, or escalate at the limit."""
-        ticket.death_count += 1
-        update_row(Ticket, ticket.id, death_count=ticket.death_count)
+        self.count_death(ticket)
         self.record(ticket, "rejected_done", reason)
         death = Death(None, None, False, "", reason)
         handled = self.hooks.on_worker_death(ticket=ticket, death=death, controller=self) if self.hooks else None

@@ -454,8 +454,7 @@ class Pickup:
         self.remove_worktrees([t for t in tickets.values() if t.status == "done" and (base / t.key).exists()])
 
     def apply_death(self, ticket: Ticket, run: WorkerRun) -> None:
-        ticket.death_count += 1
-        update_row(Ticket, ticket.id, death_count=ticket.death_count)
+        self.controller.count_death(ticket)
         death = Death(run.exit_code, run.signal, run.timed_out, run.log_tail or "", run.death_reason or "died")
         try:
             handled = self.plugins.hook.on_worker_death(ticket=ticket, death=death, controller=self.controller)
