@@ -180,3 +180,17 @@ def test_run_tells_each_decision_on_stderr_unless_quiet(mc_root: McRoot) -> None
     assert f"{first} verdict: pass for" in told and f"{first} status: in_review -> done" in told
     mc_root.add("quiet")
     assert mc_root.mc("run", "--until-idle", "--quiet").stderr == ""
+
+
+def test_doctor_points_an_upgraded_config_with_the_old_claude_command_to_the_preset(tmp_path: Path) -> None:
+    old_default = '["claude", "-p", "--session-id", "{session}", "{prompt}"]'
+    (tmp_path / "config.yaml").write_text(
+        f"workers:\n  default:\n    command: {old_default}\nreviewer:\n  enabled: false\n", encoding="utf-8"
+    )
+    assert mc_in(tmp_path, "init").returncode == 0
+    result = mc_in(tmp_path, "doctor")
+    assert result.returncode == 1
+    assert (
+        "FAIL workers.default: the old default `claude ... --session-id` command cannot finish a ticket"
+        in result.stdout
+    )
