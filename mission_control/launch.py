@@ -129,6 +129,15 @@ def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: His
     )
 
 
+def workspace_of(config: Config, ticket: Ticket, run: WorkerRun) -> Workspace:
+    """Where ``run`` worked, as recorded when it started: its directory, the ticket's branch, the
+    commit it started from, and the git repository holding the branch (the ticket's repo, or the
+    scratch repository of a preset run; None for a plain scratch directory)."""
+    workdir = Path(run.workdir) if run.workdir else worktrees.ticket_path(config.root, ticket.key)
+    repo = ticket.repo or (str(workdir) if ticket.branch else None)
+    return Workspace(workdir, ticket.branch, run.base_sha, repo)
+
+
 def review_prompt(ticket: Ticket, sha: str, base: str | None) -> str:
     """What a preset reviewer is asked: judge ``sha`` against the ticket, read-only, as structured output."""
     changes = f"`git diff {base} {sha}`" if base else f"`git show {sha}`"
@@ -152,11 +161,12 @@ def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch
     preset = agents.preset(settings)
     if preset is None and settings.command is None:
         return None
-    workdir = Path(run.workdir) if run.workdir else worktrees.ticket_path(config.root, ticket.key)
-    repo = ticket.repo or (str(workdir) if ticket.branch else None)
-    checkout = worktrees.review_checkout(config.root, ticket.key, repo, run.done_sha)
-    cwd = checkout or workdir
-    cwd.mkdir(mode=0o700, parents=True, exist_ok=True)
+    worked = workspace_of(config, ticket, run)
+    repo = worked.repo
+    cwd = worktrees.review_checkout(config.root, ticket.key, repo, run.done_sha)
+    if cwd is None:  # not a commit here (a command worker's claim without a repo): its own directory
+        cwd = worked.path
+        cwd.mkdir(mode=0o700, parents=True, exist_ok=True)
     logs = log_dir(config, ticket)
     worker_prompt = logs / f"{run.attempt}.prompt.md"
     values = {"ticket": ticket.key, "sha": run.done_sha, "repo": str(cwd), "prompt_file": str(worker_prompt)}

@@ -120,7 +120,7 @@ class Pickup:
         Returns 0, or 1 when an ``--until-idle`` run ends with a kill-switch that engaged during it
         (the circuit breaker tripped, say): nothing more happens until a person looks."""
         self.register()
-        engaged_before = self.controller.killswitch_active() or flags.cluster_killswitch() is not None
+        engaged_before = self.killswitch_engaged() is not None
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         old_wakeup = signal.set_wakeup_fd(self.watcher.wake_fd)
         try:
@@ -151,13 +151,18 @@ class Pickup:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.close()
-        if self.until_idle and not engaged_before:
-            status = flags.cluster_killswitch() or flags.killswitch_status(self.config.root)
-            if status.get("engaged", True) and (self.controller.killswitch_active() or "who" in status):
-                why = f" by {status.get('who', '?')}: {status.get('reason') or 'no reason given'}"
-                self.say(f"stopped with the kill-switch engaged{why}; `mc killswitch off` resumes")
-                return 1
+        engaged = self.killswitch_engaged() if self.until_idle and not engaged_before else None
+        if engaged is not None:
+            why = f" by {engaged.get('who', '?')}: {engaged.get('reason') or 'no reason given'}"
+            self.say(f"stopped with the kill-switch engaged{why}; `mc killswitch off` resumes")
+            return 1
         return 0
+
+    def killswitch_engaged(self) -> dict[str, Any] | None:
+        """Who engaged the kill-switch, when and why (the cluster flag, or this root's file or
+        environment), or None while it is released."""
+        status = flags.cluster_killswitch() or flags.killswitch_status(self.config.root)
+        return status if status.get("engaged", True) else None
 
     def housekeeping(self) -> None:
         now = time.time()
@@ -630,9 +635,7 @@ class Pickup:
         so a refused claim is a death and never costs a review."""
         profile = self.config.workers.get(run.profile, self.config.workers["default"])
         ticket = run.ticket
-        workdir = Path(run.workdir) if run.workdir else worktrees.ticket_path(self.config.root, ticket.key)
-        repo = ticket.repo or (str(workdir) if ticket.branch else None)
-        workspace = worktrees.Workspace(workdir, ticket.branch, run.base_sha, repo)
+        workspace = launch.workspace_of(self.config, ticket, run)
         outcome = outcomes.worker(profile, Path(run.log_path), workspace, process)
         if outcome.sha is not None:
             problem = self.plugins.hook.verify_done_claim(

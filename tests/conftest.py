@@ -11,7 +11,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -137,6 +137,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(f"{skipped[0]} ({count} tests)", yellow=True)
 
 
+def skip_or_fail(message: str, registry: list[str]) -> NoReturn:
+    """Skip a test that needs something this machine lacks (said once in the summary); under CI, fail."""
+    if os.environ.get("CI"):
+        pytest.fail(message.replace("skipped", "cannot run in CI"))
+    registry.append(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def postgres_admin() -> Iterator[Any]:
     """A connection to the PostgreSQL server the tests use; skips (fails under CI) without one."""
@@ -150,10 +158,7 @@ def postgres_admin() -> Iterator[Any]:
             f"PostgreSQL tests skipped: cannot reach {POSTGRES_URL} ({reason}); start a server there "
             "or set MC_TEST_POSTGRES_URL to enable them"
         )
-        if os.environ.get("CI"):
-            pytest.fail(message.replace("skipped", "cannot run in CI"))
-        POSTGRES_SKIPPED.append(message)
-        pytest.skip(message)
+        skip_or_fail(message, POSTGRES_SKIPPED)
     conn.autocommit = True
     yield conn
     conn.close()
@@ -202,10 +207,7 @@ def claude_cli() -> str:
             f"Claude Code tests skipped: {why}; install Node.js with npm and reach the npm registry "
             "(or run `python tests/agent_clis.py`) to enable them"
         )
-        if os.environ.get("CI"):
-            pytest.fail(message.replace("skipped", "cannot run in CI"))
-        AGENT_SKIPPED.append(message)
-        pytest.skip(message)
+        skip_or_fail(message, AGENT_SKIPPED)
     return str(path)
 
 
