@@ -253,12 +253,12 @@ def scale(base: Path, sizes: tuple[int, int], run_sizes: tuple[int, int]) -> dic
         root = build_store(base, f"scale{size}", size)
         code = (
             "import time, json\n"
-            "from mc_hooks.config import load_config\n"
-            "from mission_control.models import open_database\n"
+            "from mission_control.config import load_config\n"
+            "from mission_control.store.connection import open_database\n"
             f"config = load_config({str(root / 'config.yaml')!r}, env={{}})\n"
             "open_database(config.database)\n"
             "from mission_control.mc_pickup import Pickup\n"
-            "p = Pickup(config); p.register()\n"
+            "p = Pickup(config); p.lease.register()\n"
             "ticks = []\n"
             "for _ in range(200):\n"
             "    t = time.perf_counter(); p.housekeeping(); p.step(force=True); ticks.append(time.perf_counter() - t)\n"
@@ -282,8 +282,8 @@ def hook_overhead() -> dict[str, Any]:
     import pluggy
 
     from mc_hooks import hookimpl, hookspecs
-    from mc_hooks.config import DEFAULT_CONFIG_TEXT, load_config
     from mc_hooks.manager import load_plugins
+    from mission_control.config import DEFAULT_CONFIG_TEXT, load_config
     from mission_control.controller import Controller
 
     with tempfile.TemporaryDirectory() as tmp:

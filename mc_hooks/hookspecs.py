@@ -12,7 +12,7 @@ from mc_hooks import hookspec
 
 if TYPE_CHECKING:
     from mission_control.controller import Controller, Death
-    from mission_control.models import Event, ShadowReview, Ticket
+    from mission_control.store.models import Event, ShadowReview, Ticket
 
 
 @hookspec(firstresult=True)

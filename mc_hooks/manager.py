@@ -21,13 +21,14 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 from mc_hooks import PROJECT_NAME, hookspecs
-from mc_hooks.config import Config, ConfigError, Section
+from mc_hooks.settings import ConfigError, Section
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -36,12 +37,12 @@ ENTRY_POINT_GROUP = "mc_hooks"
 
 # name -> "module:Class"; the class is instantiated with the plugin's config section.
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
-    ("done_verifier", "plugins.done_verifier:DoneVerifier"),
-    ("review_loop", "plugins.review_loop:ReviewLoop"),
-    ("dead_worker_retry", "plugins.dead_worker_retry:DeadWorkerRetry"),
-    ("operator_guard", "plugins.operator_guard:OperatorGuard"),
-    ("killswitch", "plugins.killswitch:KillSwitch"),
-    ("circuit_breaker", "plugins.circuit_breaker:CircuitBreaker"),
+    ("done_verifier", "mc_plugins.done_verifier:DoneVerifier"),
+    ("review_loop", "mc_plugins.review_loop:ReviewLoop"),
+    ("dead_worker_retry", "mc_plugins.dead_worker_retry:DeadWorkerRetry"),
+    ("operator_guard", "mc_plugins.operator_guard:OperatorGuard"),
+    ("killswitch", "mc_plugins.killswitch:KillSwitch"),
+    ("circuit_breaker", "mc_plugins.circuit_breaker:CircuitBreaker"),
 )
 BUILTIN_NAMES = tuple(name for name, _ in BUILTIN_PLUGINS)
 
@@ -71,6 +72,18 @@ class Veto(str):
         return veto
 
 
+class PluginsConfig(Protocol):
+    """What the manager needs from the host's configuration."""
+
+    @property
+    def file(self) -> str: ...
+
+    @property
+    def plugins(self) -> dict[str, dict[str, Any]]: ...
+
+    def plugin_section(self, name: str) -> Section: ...
+
+
 class HostFacade(Protocol):
     """What the hook caller needs from the host's controller facade."""
 
@@ -91,11 +104,17 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
 
 
-class _HookCall:
-    __slots__ = ("name", "impls", "firstresult", "mode", "transactional", "calls")
+class HookCallError(TypeError):
+    """The host called a hook with arguments its spec does not declare: a host bug, raised before any
+    plugin runs (never recorded against a plugin)."""
 
-    def __init__(self, name: str, impls: list[pluggy.HookImpl], firstresult: bool) -> None:
+
+class _HookCall:
+    __slots__ = ("name", "impls", "firstresult", "mode", "transactional", "calls", "argnames")
+
+    def __init__(self, name: str, impls: list[pluggy.HookImpl], firstresult: bool, argnames: tuple[str, ...]) -> None:
         self.name = name
+        self.argnames = frozenset(argnames)
         self.impls = impls  # already in call order
         self.firstresult = firstresult
         self.mode = "veto" if name in FAIL_CLOSED else "must" if name in MUST_SUCCEED else "notify"
@@ -103,6 +122,8 @@ class _HookCall:
         self.calls = [(impl.function, tuple(impl.argnames), impl.plugin_name) for impl in impls]
 
     def __call__(self, **kwargs: Any) -> Any:
+        if kwargs.keys() != self.argnames:
+            raise self._wrong_arguments(kwargs)
         controller: HostFacade = kwargs["controller"]
         results = []
         for function, argnames, plugin in self.calls:
@@ -134,6 +155,15 @@ class _HookCall:
             results.append(result)
         return None if self.firstresult else results
 
+    def _wrong_arguments(self, kwargs: dict[str, Any]) -> HookCallError:
+        caller = sys._getframe(2)
+        where = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+        missing = sorted(self.argnames - kwargs.keys())
+        unknown = sorted(kwargs.keys() - self.argnames)
+        problems = [f"missing {', '.join(missing)}"] * bool(missing) + [f"unknown {', '.join(unknown)}"] * bool(unknown)
+        expected = ", ".join(sorted(self.argnames))
+        return HookCallError(f"{where}: {self.name}() called with {'; '.join(problems)} (expected {expected})")
+
 
 class _HookRelay:
     def __init__(self, calls: dict[str, _HookCall]) -> None:
@@ -150,7 +180,9 @@ class PluginHost:
         for name in _spec_names():
             caller = getattr(pm.hook, name)
             opts = caller.spec.opts if caller.spec else {}
-            calls[name] = _HookCall(name, list(reversed(caller.get_hookimpls())), bool(opts.get("firstresult")))
+            argnames = tuple(caller.spec.argnames) if caller.spec else ()
+            impls = list(reversed(caller.get_hookimpls()))
+            calls[name] = _HookCall(name, impls, bool(opts.get("firstresult")), argnames)
         self.hook = _HookRelay(calls)
         order = {name: [impl.plugin_name for impl in call.impls] for name, call in calls.items()}
         for info in infos:
@@ -168,7 +200,20 @@ def _spec_names() -> list[str]:
 
 
 def _instantiate(obj: Any, section: Section) -> Any:
-    return obj(section) if inspect.isclass(obj) else obj
+    """A class plugin built with its settings (a setting it requires and does not find is a one-line
+    error); a module plugin as it is (it takes no settings)."""
+    if not inspect.isclass(obj):
+        extra = sorted(set(map(str, section)) - {"enabled"})
+        if extra:
+            raise section.error(
+                extra[0], "no settings: a module plugin takes none (make it a class that reads them in its constructor)"
+            )
+        return obj
+    try:
+        plugin_class: Any = obj
+        return plugin_class(section)
+    except KeyError as exc:
+        raise section.error(str(exc.args[0]) if exc.args else None, "a value (the plugin requires it)") from None
 
 
 def _import_target(target: str) -> Any:
@@ -181,7 +226,7 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def _fresh_section(config: Config, name: str) -> Section:
+def _fresh_section(config: PluginsConfig, name: str) -> Section:
     section = config.plugin_section(name)
     section.flag("enabled", True)
     return section
@@ -192,7 +237,7 @@ def _known_names(entry_points: dict[str, Any]) -> str:
     return ", ".join(names)
 
 
-def load_plugins(config: Config, extra: list[tuple[str, object]] | None = None) -> PluginHost:
+def load_plugins(config: PluginsConfig, extra: list[tuple[str, object]] | None = None) -> PluginHost:
     """Load and validate every enabled plugin of ``config``; raises ConfigError on any problem.
 
     ``extra`` registers objects directly (tests use it to add a plugin under a name).
@@ -238,7 +283,9 @@ def load_plugins(config: Config, extra: list[tuple[str, object]] | None = None) 
             raise ConfigError(
                 f"{config.file}: plugins.{name}: importing it failed: {type(exc).__name__}: {exc}"
             ) from None
-        register(name, _instantiate(obj, _fresh_section(config, name)), f"config.yaml ({name})")
+        section = _fresh_section(config, name)
+        register(name, _instantiate(obj, section), f"config.yaml ({name})")
+        section.finish()
 
     for name, ep in sorted(entry_points.items()):
         if pm.is_blocked(name) or pm.has_plugin(name):
@@ -248,7 +295,9 @@ def load_plugins(config: Config, extra: list[tuple[str, object]] | None = None) 
         except Exception as exc:
             raise ConfigError(f"entry point {name} ({ep.value}): loading failed: {type(exc).__name__}: {exc}") from None
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
-        register(name, _instantiate(obj, _fresh_section(config, name)), f"entry point ({dist}: {ep.value})")
+        section = _fresh_section(config, name)
+        register(name, _instantiate(obj, section), f"entry point ({dist}: {ep.value})")
+        section.finish()
 
     for name, plugin in extra or ():
         register(name, plugin, "registered directly")

@@ -17,29 +17,48 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 
-from mc_hooks.config import DEFAULT_CONFIG_TEXT, Config, load_config
+from mission_control.config import DEFAULT_CONFIG_TEXT, Config, load_config
 
 if TYPE_CHECKING:
     from mc_hooks.manager import PluginHost
     from mission_control.controller import Controller
-    from mission_control.models import Ticket
+    from mission_control.store.models import Ticket
 
 
 @pytest.fixture
-def mc_config(tmp_path: Path) -> Config:
-    """The default config.yaml, written into a fresh MC root under ``tmp_path``."""
+def mc_plugins() -> dict[str, dict[str, Any]]:
+    """Plugins to add to the default config's ``plugins:`` (name -> settings), loaded the way a user's
+    config.yaml loads them. Override it in your ``conftest.py`` or test module to test your plugin::
+
+        @pytest.fixture
+        def mc_plugins(tmp_path):
+            return {"acme_notify:AcmeNotify": {"outbox": str(tmp_path / "outbox.jsonl")}}
+    """
+    return {}
+
+
+@pytest.fixture
+def mc_config(tmp_path: Path, mc_plugins: dict[str, dict[str, Any]]) -> Config:
+    """The default config.yaml plus ``mc_plugins``, written into a fresh MC root under ``tmp_path``."""
     root = tmp_path / "mc"
     root.mkdir()
     path = root / "config.yaml"
-    path.write_text(DEFAULT_CONFIG_TEXT, encoding="utf-8")
+    text = DEFAULT_CONFIG_TEXT
+    if mc_plugins:
+        data = yaml.safe_load(text)
+        data["plugins"] = {**data.get("plugins", {}), **mc_plugins}
+        text = yaml.safe_dump(data, sort_keys=False)
+    path.write_text(text, encoding="utf-8")
     return load_config(path, env={})
 
 
 @pytest.fixture
 def mc_db(mc_config: Config) -> Iterator[Any]:
     """A fresh, initialised SQLite store for ``mc_config``; closed after the test."""
-    from mission_control.models import close_database, init_schema, open_database
+    from mission_control.store.connection import close_database, open_database
+    from mission_control.store.migration import init_schema
 
     database = open_database(mc_config.database, create=True)
     init_schema()
@@ -72,7 +91,7 @@ def mc_controller(mc_config: Config, mc_db: Any, mc_plugin_manager: PluginHost) 
 @pytest.fixture
 def make_ticket(mc_config: Config, mc_db: Any) -> Callable[..., Ticket]:
     """A factory: ``make_ticket(status="done", review_cycles=1)`` stores and returns a ticket."""
-    from mission_control.models import new_ticket
+    from mission_control.store.queries import new_ticket
 
     def make(**fields: Any) -> Ticket:
         fields.setdefault("title", "a test ticket")

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from mc_hooks.config import AgentSettings
+from mission_control.config import AgentSettings
 
 HEAD_SCAN = 256 << 10  # the CLI's first lines (its session) are near the start
 TAIL_SCAN = 1 << 20  # its final result line is near the end

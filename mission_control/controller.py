@@ -11,27 +11,25 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from peewee import fn
-
-from mc_hooks.config import Config
+from mc_hooks import events
+from mc_hooks.manager import PluginFailed
 from mission_control import mc_orchestrator_flags as flags
-from mission_control.models import (
-    ACTIVE,
+from mission_control import shadow_reviewer
+from mission_control.config import Config
+from mission_control.facade_reads import TicketReads
+from mission_control.store import audit, queries
+from mission_control.store.models import (
     STATUSES,
     Comment,
-    Escalation,
     Event,
-    ShadowReview,
     Ticket,
-    WorkerRun,
     db,
-    insert_row,
-    update_row,
-    write,
 )
+from mission_control.store.transactions import insert_row, update_row, write
 
 RELEASED = ("todo", "done", "needs_input")
 
@@ -46,6 +44,11 @@ class Death:
     log_tail: str
     reason: str
 
+    @classmethod
+    def of(cls, reason: str, exit_code: int | None = None, signal: int | None = None, timed_out: bool = False) -> Death:
+        """A death for ``reason`` (the log tail is added when it is stored)."""
+        return cls(exit_code, signal, timed_out, "", reason)
+
 
 def short(text: str, limit: int = 200) -> str:
     """One line of at most ``limit`` characters, for event details."""
@@ -53,7 +56,7 @@ def short(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-class Controller:
+class Controller(TicketReads):
     """What a plugin may do to tickets, and what it may read.
 
     :param config: the validated config.
@@ -117,59 +120,11 @@ class Controller:
         """Write an error event naming the plugin and hook that raised (its own transaction when the
         hook was called outside one)."""
         detail = f"{plugin} raised in {hook}: {type(error).__name__}: {error}"
+        facts = {"plugin": plugin, "hook": hook}
         if db.in_transaction():
-            self.record(ticket, "plugin_error", detail, kind="error", actor=plugin)
+            self.record(ticket, events.PLUGIN_ERROR, detail, kind="error", actor=plugin, data=facts)
         else:
-            write(lambda: self.record(ticket, "plugin_error", detail, kind="error", actor=plugin))
-
-    # -- reads ---------------------------------------------------------------------------------
-
-    def ticket(self, key: str) -> Ticket | None:
-        """The ticket with ``key`` (case-insensitive), or None."""
-        return Ticket.get_or_none(Ticket.key == key.strip().upper())
-
-    def refresh(self, ticket: Ticket) -> Ticket:
-        """The ticket as the database has it now."""
-        return Ticket.get_by_id(ticket.id)
-
-    def review_for(self, ticket: Ticket, sha: str | None) -> ShadowReview | None:
-        """The latest shadow review of ``sha`` for the ticket, or None."""
-        if not sha:
-            return None
-        return (
-            ShadowReview.select()
-            .where((ShadowReview.ticket == ticket.id) & (ShadowReview.done_sha == sha))
-            .order_by(ShadowReview.id.desc())
-            .first()
-        )
-
-    def latest_review(self, ticket: Ticket) -> ShadowReview | None:
-        """The ticket's most recent shadow review, whatever its sha."""
-        return ShadowReview.select().where(ShadowReview.ticket == ticket.id).order_by(ShadowReview.id.desc()).first()
-
-    def reviews(self, ticket: Ticket) -> list[ShadowReview]:
-        """All shadow reviews of the ticket, oldest first."""
-        return list(ShadowReview.select().where(ShadowReview.ticket == ticket.id).order_by(ShadowReview.id))
-
-    def runtime_alive(self, ticket: Ticket) -> bool:
-        """Whether a worker process for the ticket is still running."""
-        return WorkerRun.select().where((WorkerRun.ticket == ticket.id) & (WorkerRun.outcome == "running")).exists()
-
-    def events_since(self, since: float, actions: tuple[str, ...]) -> list[Event]:
-        """Audit events with one of ``actions`` recorded at or after ``since``, across all tickets."""
-        return list(Event.select().where((Event.created_at >= since) & Event.action.in_(actions)).order_by(Event.id))
-
-    def killswitch_changed_at(self) -> float | None:
-        """When the kill-switch was last engaged or released (from the audit trail), or None."""
-        return Event.select(fn.MAX(Event.created_at)).where(Event.action == "killswitch").scalar()
-
-    def ticket_key(self, ticket_id: int | None) -> str:
-        """The key of the ticket with this id ('?' if there is none)."""
-        return Ticket.select(Ticket.key).where(Ticket.id == ticket_id).scalar() or "?"
-
-    def escalations(self, ticket: Ticket) -> list[Escalation]:
-        """The ticket's escalations, oldest first."""
-        return list(Escalation.select().where(Escalation.ticket == ticket.id).order_by(Escalation.id))
+            write(lambda: self.record(ticket, events.PLUGIN_ERROR, detail, kind="error", actor=plugin, data=facts))
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -180,8 +135,10 @@ class Controller:
         detail: str = "",
         kind: str | None = None,
         actor: str | None = None,
+        data: Mapping[str, Any] | None = None,
     ) -> None:
-        """Append an event to the audit trail and pass it to ``on_ticket_event`` plugins."""
+        """Append an event to the audit trail and pass it to ``on_ticket_event`` plugins. ``action``
+        is one of :mod:`mc_hooks.events` for the host's own events; ``data`` its structured facts."""
         event = Event(
             ticket=ticket.id if ticket is not None else None,
             action=action,
@@ -189,6 +146,7 @@ class Controller:
             kind=kind or ("manual" if self.manual else "action"),
             detail=detail,
             created_at=time.time(),
+            data_json=json.dumps(dict(data)) if data else None,
         )
         insert_row(
             Event,
@@ -198,6 +156,7 @@ class Controller:
             kind=event.kind,
             detail=event.detail,
             created_at=event.created_at,
+            data_json=event.data_json,
         )
         if self.on_record is not None:
             self.on_record(ticket, event)
@@ -240,7 +199,7 @@ class Controller:
         with db.atomic():
             self._update(ticket, status=status, **fields)
             detail = f"{previous} -> {status}" + (f": {why}" if why else "")
-            self.record(ticket, "status", detail)
+            self.record(ticket, events.STATUS, detail, data={"from": previous, "to": status})
 
     def complete(self, ticket: Ticket, why: str = "") -> None:
         """Mark the ticket done (the host default for a DONE)."""
@@ -250,15 +209,13 @@ class Controller:
         """Add one to ``death_count`` in the store and return the new count. Counted by the database,
         not in memory, so a transaction retried after a deadlock or a busy store counts the death once."""
         with db.atomic():
-            Ticket.update(death_count=Ticket.death_count + 1).where(Ticket.id == ticket.id).execute()
-            ticket.death_count = Ticket.select(Ticket.death_count).where(Ticket.id == ticket.id).scalar()
+            ticket.death_count = queries.add_to_counter(ticket, "death_count")
         return ticket.death_count
 
     def count_review_cycle(self, ticket: Ticket) -> int:
         """Add one to ``review_cycles`` and return the new count."""
         with db.atomic():
-            Ticket.update(review_cycles=Ticket.review_cycles + 1).where(Ticket.id == ticket.id).execute()
-            ticket.review_cycles = Ticket.select(Ticket.review_cycles).where(Ticket.id == ticket.id).scalar()
+            ticket.review_cycles = queries.add_to_counter(ticket, "review_cycles")
         return ticket.review_cycles
 
     def redispatch(self, ticket: Ticket, feedback: Mapping[str, Any] | None = None, why: str = "") -> None:
@@ -276,17 +233,15 @@ class Controller:
             if ticket.status != "needs_input":
                 self.set_status(ticket, "needs_input", f"escalated to {self.owner}")
             self.comment(ticket, reason)
-            self._tell_owner(ticket, reason, "escalate", f"to {self.owner}")
+            self._tell_owner(ticket, reason, events.ESCALATE, f"to {self.owner}")
         if not db.in_transaction():
             self.flush_escalations()
 
     def _tell_owner(self, ticket: Ticket, reason: str, action: str, what: str) -> None:
         """Record an escalation (the outbox) with its event; ``on_escalate`` runs once it is committed."""
-        escalation = Escalation.create(
-            ticket=ticket.id, owner=self.owner, reason=reason, actor=self.actor, created_at=time.time()
-        )
-        self.record(ticket, action, f"{what}: {short(reason)}")
-        self._new_escalations.append(escalation.id)
+        escalation_id = audit.new_escalation(ticket.id, self.owner, reason, self.actor)
+        self.record(ticket, action, f"{what}: {short(reason)}", data={"owner": self.owner})
+        self._new_escalations.append(escalation_id)
         if not db.in_transaction():
             self.flush_escalations()
 
@@ -298,17 +253,14 @@ class Controller:
         """
         if self.hooks is None:
             return 0
-        query = Escalation.select().where(Escalation.notified_at.is_null())
-        if not include_orphans:
-            if not self._new_escalations:
-                return 0
-            query = query.where(Escalation.id.in_(self._new_escalations))
-        self._new_escalations = []
+        if not include_orphans and not self._new_escalations:
+            return 0
+        ids, self._new_escalations = (None if include_orphans else self._new_escalations), []
         delivered = 0
-        for escalation in list(query.order_by(Escalation.id)):  # no read snapshot held across the writes
-            ticket = Ticket.get_by_id(escalation.ticket_id)
+        for escalation in audit.undelivered_escalations(ids):  # a list: no read snapshot held across the writes
+            ticket = queries.ticket_by_id(escalation.ticket_id)
             self.hooks.on_escalate(ticket=ticket, reason=escalation.reason, owner=escalation.owner, controller=self)
-            write(lambda e=escalation: update_row(Escalation, e.id, notified_at=time.time()))
+            write(partial(audit.mark_delivered, escalation.id))
             delivered += 1
         return delivered
 
@@ -316,29 +268,65 @@ class Controller:
         """Tell the owner (``on_escalate``, once committed) without parking the ticket."""
         self._tell_owner(ticket, reason, "notify", self.owner)
 
-    def engage_killswitch(self, reason: str) -> None:
-        """Engage the kill-switch for every host (this root's file and the store's flag) by the
-        current actor; only a person (`mc killswitch off`) releases it."""
-        info = flags.engage_killswitch(self.config.root, who=self.actor, reason=reason)
+    def engage_killswitch(self, reason: str, who: str | None = None) -> None:
+        """Engage the kill-switch for every host (this root's file and the store's flag) by ``who``
+        (default: the current actor); only a person (`mc killswitch off`) releases it."""
+        info = flags.engage_killswitch(self.config.root, who=who or self.actor, reason=reason)
         flags.set_cluster_killswitch(info)
         self.cluster_killswitch = info
-        self.record(None, "killswitch", f"engaged: {reason}")
+        detail = "engaged" + (f": {reason}" if reason else "")
+        self.record(None, events.KILLSWITCH, detail, data={"engaged": True, "reason": reason})
 
-    def current_run(self, ticket: Ticket) -> WorkerRun | None:
-        """The ticket's latest worker run (attempt), or None."""
-        return WorkerRun.select().where(WorkerRun.ticket == ticket.id).order_by(WorkerRun.attempt.desc()).first()
+    def release_killswitch(self) -> bool:
+        """Release the kill-switch (this root's file and the store's flag); a person's act. Returns
+        whether it was engaged."""
+        had_file = flags.release_killswitch(self.config.root)
+        had_flag = flags.cluster_killswitch() is not None
+        flags.set_cluster_killswitch(None)
+        self.cluster_killswitch = None
+        self.record(None, events.KILLSWITCH, "released", data={"engaged": False, "reason": ""})
+        return had_file or had_flag
 
-    def treat_as_death(self, ticket: Ticket, reason: str) -> None:
-        """Count a worker's claimed DONE as a dead worker (``reason`` says why) and let
-        ``on_worker_death`` decide, as for any death: retry, or escalate at the limit."""
+    def add_ticket(self, fields: Mapping[str, Any], why: str) -> Ticket:
+        """Store a new ticket (its key is given in the same transaction) and record ``why``."""
+        with db.atomic():
+            ticket = queries.new_ticket(self.config.ticket_prefix, **fields)
+            self.record(ticket, events.CREATED, why)
+        return ticket
+
+    def requeue_by_hand(self, ticket: Ticket, why: str = "set by hand", **fields: Any) -> None:
+        """A person sends the ticket back to todo. From ``needs_input`` it starts with a fresh
+        budget: review cycles and deaths count from zero again."""
+        if ticket.status == "needs_input":
+            fields.update(review_cycles=0, death_count=0)
+        self.set_status(ticket, "todo", why, **fields)
+
+    def record_review(
+        self, ticket: Ticket, sha: str, verdict: str, reasons: list[str], gaps: list[str], reviewer: str
+    ) -> None:
+        """A verdict on ``sha`` recorded by a person (`mc review record`), as the shadow reviewer's
+        would be: the next harvest of that sha applies it."""
+        with db.atomic():
+            shadow_reviewer.store_verdict(ticket.id, sha, verdict, reasons, gaps, reviewer=reviewer)
+            detail = f"{verdict} for {sha[:12]} recorded by hand"
+            self.record(ticket, events.REVIEW, detail, kind="report", data={"verdict": verdict, "sha": sha})
+
+    def apply_death(self, ticket: Ticket, death: Death) -> None:
+        """The one death path (the loop's and :meth:`treat_as_death`'s): count the death in the store,
+        let ``on_worker_death`` decide (retry, or escalate at the limit), and by default hand the
+        ticket to the owner. A plugin that fails while deciding parks the ticket with the owner."""
         self.count_death(ticket)
-        self.record(ticket, "rejected_done", reason)
-        death = Death(None, None, False, "", reason)
-        handled = self.hooks.on_worker_death(ticket=ticket, death=death, controller=self) if self.hooks else None
+        try:
+            handled = self.hooks.on_worker_death(ticket=ticket, death=death, controller=self) if self.hooks else None
+        except PluginFailed as failure:
+            self.escalate(ticket, f"{failure}. Needs {self.owner_title} decision.")
+            return
         if not handled:
-            self.set_status(ticket, "needs_input", f"worker died ({reason})")
+            self.set_status(ticket, "needs_input", f"worker died ({death.reason})")
             self.comment(ticket, "Worker died unexpectedly.")
 
-    def active(self, ticket: Ticket) -> bool:
-        """Whether the ticket has work in flight (a worker or a review)."""
-        return ticket.status in ACTIVE
+    def treat_as_death(self, ticket: Ticket, reason: str) -> None:
+        """Count a worker's claimed DONE as a dead worker (``reason`` says why): recorded as
+        ``rejected_done``, then the death path as for any death."""
+        self.record(ticket, events.REJECTED_DONE, reason, data={"attempt": None, "reason": reason})
+        self.apply_death(ticket, Death.of(reason))

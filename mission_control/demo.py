@@ -8,18 +8,21 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import yaml
 
-from mc_hooks.config import load_config
 from mc_hooks.manager import load_plugins
 from mission_control import mc_orchestrator_flags as flags
-from mission_control.cli import timeline
+from mission_control.config import load_config
 from mission_control.controller import Controller
 from mission_control.luci_operator import Operator
 from mission_control.mc_pickup import Pickup
-from mission_control.models import close_database, db, init_schema, new_ticket, open_database
+from mission_control.store import views
+from mission_control.store.connection import close_database, open_database
+from mission_control.store.migration import init_schema
+from mission_control.store.transactions import write
 
 SCRIPTS = Path(__file__).with_name("scripts")
 
@@ -68,12 +71,10 @@ def _demo_repo(root: Path) -> Path | None:
     return repo
 
 
-def _killswitch(config_path: Path, state: str) -> None:
-    """Flip the kill-switch as a person would (`mc killswitch on|off`)."""
-    from mission_control.cli import main
-
-    main(["--config", str(config_path), "killswitch", state, *(["--reason", "demo"] if state == "on" else [])])
-    open_database(load_config(config_path, env={}).database)
+def _killswitch(controller: Controller, state: str) -> None:
+    """Flip the kill-switch as a person would (`mc killswitch on|off`), through the same facade."""
+    write(lambda: controller.engage_killswitch("demo") if state == "on" else controller.release_killswitch())
+    print(f"kill-switch {'engaged' if state == 'on' else 'released'}")
 
 
 def _run(config_path: Path) -> None:
@@ -88,8 +89,8 @@ def _show(keys: list[str], controller: Controller) -> None:
             f"  -> {ticket.status} · review cycles {ticket.review_cycles} · deaths {ticket.death_count} · "
             f"attempts {ticket.attempts}"
         )
-        for line in timeline(ticket):
-            print(f"    {line}")
+        for ts, text in views.activity(ticket):
+            print(f"    {datetime.fromtimestamp(ts).strftime('%H:%M:%S')}  {text}")
 
 
 def run_demo(keep: bool = False) -> int:
@@ -106,59 +107,45 @@ def run_demo(keep: bool = False) -> int:
         open_database(config.database, create=True)
         init_schema()
         controller = Controller(config, actor="demo", manual=True)
+
+        def add(**fields: object) -> str:
+            return write(lambda: controller.add_ticket(fields, "")).key
+
         print(f"Mission Control demo in {root}")
         print("A scripted agent and reviewer stand in for real ones; each ticket's body says what they do.")
 
         repo = _demo_repo(root)
-        with db.atomic():
-            keys = [
-                new_ticket(config.ticket_prefix, title=title, body=f"script: {script}").key for title, script in STORIES
-            ]
-            if repo is not None:
-                keys.append(
-                    new_ticket(
-                        config.ticket_prefix,
-                        title="Claims a commit that does not exist, then commits",
-                        body="script: bogus, commit",
-                        repo=str(repo),
-                    ).key
+        keys = [add(title=title, body=f"script: {script}") for title, script in STORIES]
+        if repo is not None:
+            keys.append(
+                add(
+                    title="Claims a commit that does not exist, then commits",
+                    body="script: bogus, commit",
+                    repo=str(repo),
                 )
+            )
         _run(config_path)
         _show(keys, controller)
 
         print("\n--- kill-switch: engaged before a ticket arrives ---")
-        _killswitch(config_path, "on")
-        with db.atomic():
-            held = new_ticket(
-                config.ticket_prefix, title="Held by the kill-switch until released", body="script: pass"
-            ).key
+        _killswitch(controller, "on")
+        held = add(title="Held by the kill-switch until released", body="script: pass")
         _run(config_path)
         print(f"{held} while engaged: {controller.ticket(held).status} (nothing automatic ran)")
-        _killswitch(config_path, "off")
+        _killswitch(controller, "off")
         _run(config_path)
         _show([held], controller)
 
         print("\n--- operator: sweeps done tickets for weak completions ---")
-        with db.atomic():
-            weak = new_ticket(
-                config.ticket_prefix,
-                title="Marked done by hand without a commit",
-                body="script: pass",
-                status="done",
-                attempts=0,
-            ).key
-        Operator(Controller(config, actor="operator"), load_plugins(config).hook).sweep()
+        weak = add(title="Marked done by hand without a commit", body="script: pass", status="done", attempts=0)
+        Operator(Controller(config, hooks=load_plugins(config).hook, actor="operator")).sweep()
         print(f"{keys[6]} (passed review, 'TODO' in its log): {controller.ticket(keys[6]).status} — guarded")
         print(f"{weak} (no done_sha, never reviewed): {controller.ticket(weak).status} — reopened")
         _run(config_path)
         _show([keys[6], weak], controller)
 
         print("\n--- circuit breaker: a broken agent CLI kills every run ---")
-        with db.atomic():
-            broken = [
-                new_ticket(config.ticket_prefix, title=f"Broken agent {i}", body="script: die, die").key
-                for i in range(1, 4)
-            ]
+        broken = [add(title=f"Broken agent {i}", body="script: die, die") for i in range(1, 4)]
         _run(config_path)
         status = flags.killswitch_status(root)
         print(f"kill-switch engaged by {status.get('who')}: {status.get('reason')}")

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-from mc_hooks.config import AgentSettings, Config, ConfigError, load_config
-from mission_control.models import StoreError, close_database, open_database
+from mc_hooks.settings import ConfigError
+from mission_control.config import AgentSettings, Config, load_config
+from mission_control.store import StoreError
+from mission_control.store.connection import close_database, open_database
 from mission_control.worktrees import git
 
 VERSION_TIMEOUT = 20

@@ -10,10 +10,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mc_hooks.config import AgentSettings, Config
-from mission_control import agents, worktrees
+from mission_control import agents, prompts, worktrees
 from mission_control import ticket_runtime as rt
-from mission_control.models import Ticket, WorkerRun
+from mission_control.config import AgentSettings, Config
+from mission_control.store import queries
+from mission_control.store.models import Ticket, WorkerRun
 from mission_control.worktrees import Workspace
 
 
@@ -50,14 +51,7 @@ def history(run: WorkerRun) -> History:
     run found it gone) and why the previous run died, if it did."""
     if run.attempt <= 1:
         return History()
-    earlier = (
-        WorkerRun.select(WorkerRun.attempt, WorkerRun.outcome, WorkerRun.death_reason, WorkerRun.agent_session)
-        .where(
-            (WorkerRun.ticket == run.ticket_id) & (WorkerRun.attempt < run.attempt) & (WorkerRun.profile == run.profile)
-        )
-        .order_by(WorkerRun.attempt.desc())
-        .tuples()
-    )
+    earlier = queries.earlier_runs(run)
     session, last_death = None, None
     for index, (_, outcome, death_reason, agent_session) in enumerate(earlier):
         if index == 0 and outcome == "died" and death_reason != "never started":
@@ -85,7 +79,7 @@ def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: His
     logs = log_dir(config, ticket)
     prompt_file = logs / f"{run.attempt}.prompt.md"
     feedback = json.loads(run.feedback) if run.feedback else None
-    prompt = rt.build_prompt(
+    prompt = prompts.build_prompt(
         ticket.key,
         ticket.title,
         ticket.body,
@@ -115,7 +109,7 @@ def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: His
     if preset is not None:
         argv = preset.worker_argv(profile, resume=past.session)
     else:
-        argv = rt.render(profile.command or (), values)
+        argv = prompts.render(profile.command or (), values)
     return Launch(
         argv,
         _env(profile, preset, env),
@@ -161,18 +155,18 @@ def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch
     preset = agents.preset(settings)
     if preset is None and settings.command is None:
         return None
-    worked = workspace_of(config, ticket, run)
+    worked, sha = workspace_of(config, ticket, run), run.done_sha or ""
     repo = worked.repo
-    cwd = worktrees.review_checkout(config.root, ticket.key, repo, run.done_sha)
+    cwd = worktrees.review_checkout(config.root, ticket.key, repo, sha)
     if cwd is None:  # not a commit here (a command worker's claim without a repo): its own directory
         cwd = worked.path
         cwd.mkdir(mode=0o700, parents=True, exist_ok=True)
     logs = log_dir(config, ticket)
     worker_prompt = logs / f"{run.attempt}.prompt.md"
-    values = {"ticket": ticket.key, "sha": run.done_sha, "repo": str(cwd), "prompt_file": str(worker_prompt)}
+    values = {"ticket": ticket.key, "sha": sha, "repo": str(cwd), "prompt_file": str(worker_prompt)}
     env = {
         "MC_TICKET": ticket.key,
-        "MC_SHA": run.done_sha,
+        "MC_SHA": sha,
         "MC_REPO": str(cwd),
         "MC_PROMPT_FILE": str(worker_prompt),
         "MC_REVIEW_ID": f"{db_id}:{run.id}",
@@ -180,10 +174,10 @@ def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch
     stdin = None
     if preset is not None:
         stdin = logs / f"{run.attempt}.review.md"
-        rt.write_private(stdin, review_prompt(ticket, run.done_sha, run.base_sha))
+        rt.write_private(stdin, review_prompt(ticket, sha, run.base_sha))
         argv = preset.reviewer_argv(settings)
     else:
-        argv = rt.render(settings.command or (), values)
+        argv = prompts.render(settings.command or (), values)
     return Launch(
         argv,
         _env(settings, preset, env),
@@ -193,7 +187,7 @@ def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch
         stdin,
         settings.timeout,
         settings.stall_timeout,
-        Workspace(cwd, None, run.done_sha, repo),
+        Workspace(cwd, None, sha, repo),
     )
 
 

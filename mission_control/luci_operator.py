@@ -7,20 +7,21 @@ ticket is judged once per completion; a kill-switch veto leaves it to be judged 
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from peewee import fn
-
-from mc_hooks.config import Config
 from mc_hooks.manager import load_plugins
+from mission_control.config import Config
 from mission_control.controller import Controller, short
-from mission_control.models import HealthSnapshot, ShadowReview, Ticket, WorkerRun, write
+from mission_control.store import health, queries
+from mission_control.store.models import Ticket
+from mission_control.store.transactions import write
+from mission_control.store.views import when
 
 SWEEP_BATCH = 500
 SCAN_CHUNK = 1 << 20
@@ -63,9 +64,8 @@ def is_commit(repo: str, sha: str) -> bool | None:
 class Operator:
     """Health recording and weak-completion reopening, asking plugins before every move."""
 
-    def __init__(self, controller: Controller, hook: Any) -> None:
+    def __init__(self, controller: Controller) -> None:
         self.controller = controller
-        self.hook = hook
         self.logged: dict[int, str] = {}
 
     @property
@@ -78,12 +78,7 @@ class Operator:
             return "done without a done_sha"
         if ticket.repo and Path(ticket.repo).is_dir() and is_commit(ticket.repo, ticket.done_sha) is False:
             return f"done_sha {ticket.done_sha[:12]} is not a commit in {ticket.repo}"
-        last = (
-            WorkerRun.select(WorkerRun.log_path)
-            .where(WorkerRun.ticket == ticket.id)
-            .order_by(WorkerRun.attempt.desc())
-            .first()
-        )
+        last = queries.latest_run(ticket.id)
         if last is not None:
             pattern = _log_matches(last.log_path, self.config.operator.weak_patterns)
             if pattern:
@@ -102,21 +97,16 @@ class Operator:
         return snapshot
 
     def judge_done_tickets(self) -> None:
-        tickets = list(
-            Ticket.select()
-            .where((Ticket.status == "done") & (Ticket.operator_checked == False))  # noqa: E712
-            .order_by(Ticket.id)
-            .limit(SWEEP_BATCH)
-        )
+        tickets = queries.unjudged_done_tickets(SWEEP_BATCH)
         judged = []
         for ticket in tickets:
             reason = self.weak_reason(ticket)
             if reason is None:
                 judged.append(ticket.id)
                 continue
-            write(lambda t=ticket, r=reason: self.decide(t, r))
+            write(partial(self.decide, ticket, reason))
         if judged:
-            write(lambda: Ticket.update(operator_checked=True).where(Ticket.id.in_(judged)).execute())
+            write(lambda: queries.mark_operator_checked(judged))
 
     def decide(self, ticket: Ticket, reason: str) -> None:
         """In one transaction: ask the plugins, then reopen the ticket or record the veto.
@@ -124,18 +114,18 @@ class Operator:
         A ``before_operator_reopen`` veto settles this completion; a ``before_auto_action`` veto
         (e.g. the kill-switch) leaves the ticket to be judged again once it lifts.
         """
-        current = Ticket.get_by_id(ticket.id)
+        current = queries.ticket_by_id(ticket.id)
         if current.status != "done" or current.operator_checked or current.done_sha != ticket.done_sha:
             return  # changed since we looked
         controller = self.controller
-        veto = self.hook.before_auto_action(action="reopen", ticket=current, controller=controller)
+        veto = controller.hooks.before_auto_action(action="reopen", ticket=current, controller=controller)
         if veto:
             if self.logged.get(ticket.id) != veto:
                 self.logged[ticket.id] = veto
                 controller.record(ticket, "veto", f"reopen held: {veto}", kind="veto", actor=veto.plugin or "host")
             return
-        Ticket.update(operator_checked=True).where(Ticket.id == ticket.id).execute()
-        veto = self.hook.before_operator_reopen(ticket=current, reason=reason, controller=controller)
+        queries.mark_operator_checked([ticket.id])
+        veto = controller.hooks.before_operator_reopen(ticket=current, reason=reason, controller=controller)
         if veto:
             controller.record(
                 ticket, "veto", f"{veto} (weak completion: {reason})", kind="veto", actor=veto.plugin or "host"
@@ -149,42 +139,9 @@ def record_health(config: Config) -> dict[str, Any]:
     """Store and return a health snapshot: tickets by status, workers, last hour's deaths and
     verdicts, and tickets stuck in_progress past their worker timeout."""
     now = time.time()
-    hour = now - 3600
-    by_status = {status: 0 for status in ("todo", "in_progress", "in_review", "done", "needs_input")}
-    for row in Ticket.select(Ticket.status, fn.COUNT(Ticket.id).alias("n")).group_by(Ticket.status).dicts():
-        by_status[row["status"]] = row["n"]
-    running = list(
-        WorkerRun.select(WorkerRun.ticket, WorkerRun.profile, WorkerRun.started_at).where(
-            WorkerRun.outcome == "running"
-        )
-    )
-    stuck_ids = {
-        r.ticket_id
-        for r in running
-        if now - r.started_at > config.workers.get(r.profile, config.workers["default"]).timeout
-    }
-    stuck = [
-        t.key
-        for t in Ticket.select(Ticket.key).where(Ticket.id.in_(stuck_ids or {0}) & (Ticket.status == "in_progress"))
-    ]
-    deaths = WorkerRun.select().where((WorkerRun.outcome == "died") & (WorkerRun.ended_at > hour)).count()
-    verdicts = {v: 0 for v in ("pass", "fail", "uncertain")}
-    for row in (
-        ShadowReview.select(ShadowReview.verdict, fn.COUNT(ShadowReview.id).alias("n"))
-        .where(ShadowReview.created_at > hour)
-        .group_by(ShadowReview.verdict)
-        .dicts()
-    ):
-        verdicts[row["verdict"]] = row["n"]
-    data = {
-        "tickets": by_status,
-        "workers_running": len(running),
-        "deaths_last_hour": deaths,
-        "verdicts_last_hour": verdicts,
-        "stuck": stuck,
-    }
-    write(lambda: HealthSnapshot.create(created_at=now, data=json.dumps(data)))
-    return {"at": _iso(now), **data}
+    data = health.snapshot_data(now, lambda profile: config.workers.get(profile, config.workers["default"]).timeout)
+    write(lambda: health.save_snapshot(now, data))
+    return {"at": when(now), **data}
 
 
 def spend(now: float | None = None) -> dict[str, Any]:
@@ -193,37 +150,22 @@ def spend(now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     result: dict[str, Any] = {}
     for label, since in (("last_hour", now - 3600), ("last_day", now - 86400)):
-        totals = [
-            model.select(fn.SUM(model.cost_usd), fn.SUM(model.input_tokens), fn.SUM(model.output_tokens))
-            .where(ended > since)
-            .tuples()
-            .first()
-            for model, ended in ((WorkerRun, WorkerRun.ended_at), (ShadowReview, ShadowReview.created_at))
-        ]
-        cost, inputs, outputs = (sum(value or 0 for value in column) for column in zip(*totals, strict=True))
-        result[label] = {"cost_usd": round(float(cost), 6), "input_tokens": int(inputs), "output_tokens": int(outputs)}
+        cost, inputs, outputs = health.spend_since(since)
+        result[label] = {"cost_usd": round(cost, 6), "input_tokens": inputs, "output_tokens": outputs}
     return result
-
-
-def _iso(ts: float) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(ts, timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 def latest_health() -> dict[str, Any] | None:
     """The most recent health snapshot, or None."""
-    row = HealthSnapshot.select().order_by(HealthSnapshot.id.desc()).first()
-    if row is None:
-        return None
-    return {"at": _iso(row.created_at), **json.loads(row.data)}
+    latest = health.latest_snapshot()
+    return None if latest is None else {"at": when(latest[0]), **latest[1]}
 
 
 def run_operator(config: Config, once: bool = False) -> int:
     """`mc operator`: sweep once, or every ``operator.interval`` seconds until SIGINT/SIGTERM."""
     plugins = load_plugins(config)
     controller = Controller(config, hooks=plugins.hook, actor="operator")
-    operator = Operator(controller, plugins.hook)
+    operator = Operator(controller)
     stop = {"now": False}
 
     def on_signal(signum: int, frame: Any) -> None:

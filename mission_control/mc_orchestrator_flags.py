@@ -112,13 +112,13 @@ def cluster_killswitch() -> dict[str, Any] | None:
 
     Fails closed: a flag that cannot be read or parsed counts as engaged.
     """
-    from mission_control.models import Meta
+    from mission_control.store import queries
 
     try:
-        row = Meta.get_or_none(Meta.key == CLUSTER_FLAG)
-        if row is None:
+        value = queries.meta_value(CLUSTER_FLAG)
+        if value is None:
             return None
-        info = json.loads(row.value)
+        info = json.loads(value)
         return info if isinstance(info, dict) else {"reason": "unreadable flag"}
     except Exception as exc:  # fail closed
         return {"reason": f"the flag could not be read: {exc}"}
@@ -126,8 +126,6 @@ def cluster_killswitch() -> dict[str, Any] | None:
 
 def set_cluster_killswitch(info: dict[str, Any] | None) -> None:
     """Set (``info``) or clear (None) the cluster-wide flag, inside the caller's transaction."""
-    from mission_control.models import Meta
+    from mission_control.store import queries
 
-    Meta.delete().where(Meta.key == CLUSTER_FLAG).execute()
-    if info is not None:
-        Meta.insert(key=CLUSTER_FLAG, value=json.dumps(info)).execute()
+    queries.set_meta(CLUSTER_FLAG, None if info is None else json.dumps(info))

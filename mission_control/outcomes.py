@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mc_hooks.config import AgentSettings
 from mission_control import agents, shadow_reviewer, worktrees
 from mission_control import ticket_runtime as rt
 from mission_control.agents import AgentReport
+from mission_control.config import AgentSettings
+from mission_control.controller import Death
 from mission_control.worktrees import Workspace
 
 TAIL = 4096
@@ -25,7 +26,7 @@ class WorkerOutcome:
     """A worker run's report: a done sha, or why it died (exit code, signal, timed out, reason)."""
 
     sha: str | None = None
-    death: tuple[int | None, int | None, bool, str] | None = None
+    death: Death | None = None
     tail: str = ""
     agent: AgentReport = field(default_factory=AgentReport)
     leftovers: list[str] = field(default_factory=list)
@@ -33,7 +34,7 @@ class WorkerOutcome:
 
     def refuse(self, reason: str, plugin: str) -> None:
         """The claim does not hold: the run counts as a death with ``reason``."""
-        self.sha, self.death, self.refused_by = None, (None, None, False, reason), plugin or "host"
+        self.sha, self.death, self.refused_by = None, Death.of(reason), plugin or "host"
 
 
 def tail_of(stdout: Path) -> str:
@@ -51,10 +52,10 @@ def worker(profile: AgentSettings, stdout: Path, workspace: Workspace, process: 
     return outcome
 
 
-def _death_of(process: rt.Process | None, default: str) -> tuple[int | None, int | None, bool, str]:
+def _death_of(process: rt.Process | None, default: str) -> Death:
     if process is None:
-        return (None, None, False, default)
-    return (process.exit_code, process.signal, process.timed_out, rt.describe_death(process))
+        return Death.of(default)
+    return Death.of(rt.describe_death(process), process.exit_code, process.signal, process.timed_out)
 
 
 def _command_worker(stdout: Path, process: rt.Process | None) -> WorkerOutcome:
@@ -74,12 +75,12 @@ def _preset_worker(
     if process is not None and (process.stopped or process.signal is not None):
         outcome.death = _death_of(process, "")
     elif said.is_error:
-        outcome.death = (code, None, False, f"the agent reported an error: {said.error}")
+        outcome.death = Death.of(f"the agent reported an error: {said.error}", code)
     elif process is not None and code != 0:
-        outcome.death = (code, None, False, f"exit {code}")
+        outcome.death = Death.of(f"exit {code}", code)
     elif not said.finished:
         why = "ended without printing a result" if process else "ended while its controller was down, without a result"
-        outcome.death = (code, None, False, why)
+        outcome.death = Death.of(why, code)
     else:
         outcome.sha = worktrees.new_commit(workspace)
         left = worktrees.leftovers(workspace)
@@ -89,7 +90,7 @@ def _preset_worker(
             reason = f"no new commit on {workspace.branch}"
             if left:
                 reason += f" ({len(left)} uncommitted change{'s' if len(left) != 1 else ''} left in the worktree)"
-            outcome.death = (code, None, False, reason)
+            outcome.death = Death.of(reason, code)
     return outcome
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
-from mission_control.models import VERDICTS, ShadowReview
+from mission_control.store import audit
+from mission_control.store.models import VERDICTS, ShadowReview
 
 REVIEWER_NAME = "shadow_reviewer"
 TAIL_SCAN = 1 << 20  # the verdict is near the end: read at most the last 1 MiB
@@ -85,13 +85,4 @@ def store_verdict(
 ) -> ShadowReview:
     """Insert a shadow review row (inside the caller's transaction); ``stats``: the reviewer run's
     ``attempt``, ``session``, ``cost_usd``, ``input_tokens``, ``output_tokens``, ``turns``."""
-    return ShadowReview.create(
-        ticket=ticket_id,
-        done_sha=sha,
-        verdict=verdict,
-        reasons_json=json.dumps(reasons),
-        gaps_json=json.dumps(gaps),
-        reviewer=reviewer,
-        created_at=time.time(),
-        **stats,
-    )
+    return audit.new_review(ticket_id, sha, verdict, reasons, gaps, reviewer, **stats)

@@ -15,86 +15,15 @@ import selectors
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mc_hooks.config import PLACEHOLDER
-
 SENTINEL = re.compile(rb"DONE: ([0-9a-fA-F]{7,40})[ \t\r]*")
 SENTINEL_MAX = 64  # no sentinel line is longer than this
 CHUNK = 1 << 20
 TAIL_BYTES = 4096
-SESSION_NAMESPACE = uuid.UUID("5b0b3c2e-4d1f-4f5e-9a51-6d6d1c0a3b77")
-
-
-def render(template: tuple[str, ...] | list[str], values: Mapping[str, str]) -> list[str]:
-    """Fill ``{name}`` placeholders in each argv element; other braces stay as they are."""
-
-    def fill(match: re.Match[str]) -> str:
-        return values.get(match.group(1), match.group(0))
-
-    return [PLACEHOLDER.sub(fill, arg) for arg in template]
-
-
-def session_id(database_id: str, ticket_key: str, profile: str) -> str:
-    """A UUID stable per ticket and worker profile (and MC database), for agent CLIs to resume."""
-    return str(uuid.uuid5(SESSION_NAMESPACE, f"{database_id}:{ticket_key}:{profile}"))
-
-
-def build_prompt(
-    key: str,
-    title: str,
-    body: str,
-    feedback: Mapping[str, object] | None,
-    workdir: Path,
-    branch: str | None,
-    decides_done: bool,
-    last_death: str | None = None,
-) -> str:
-    """The prompt an agent receives as its user message: the rules of the run (where it works, how
-    it reports), the ticket's title and body, and, on a redispatch, the reviewer's reasons and gaps
-    or why the last run ended.
-
-    ``decides_done``: Mission Control takes the branch's new commit as the result (agent presets);
-    otherwise the agent reports it with a ``DONE: <sha>`` line.
-    """
-    where = f"{workdir}" + (f", on branch {branch}" if branch else "")
-    if decides_done:
-        finish = (
-            f"- When you are done, commit your change with git (do not push, do not switch branches). "
-            f"The new commit on {branch} is your result; a run that ends without one counts as failed."
-        )
-    else:
-        finish = "- When you are done, commit your change and print one line `DONE: <sha>` with the commit's sha."
-    lines = [
-        f"You are working unattended on ticket {key} for Mission Control.",
-        "",
-        f"- Work only in this directory: {where}.",
-        finish,
-        "- Nobody can answer questions during this run: decide, and say what you assumed in the commit message.",
-        "",
-        f"## Ticket {key}: {title}".rstrip(),
-        "",
-        body.rstrip(),
-    ]
-    prompt = "\n".join(lines).rstrip() + "\n"
-    if feedback:
-        reasons = feedback.get("reasons") or []
-        gaps = feedback.get("gaps") or []
-        lines = [
-            f"\n## Reviewer feedback: your previous commit {str(feedback.get('sha', ''))[:12]} was sent back\n",
-            "### Reasons",
-        ]
-        lines += [f"- {r}" for r in reasons] or ["- (none given)"]  # type: ignore[union-attr]
-        lines += ["", "### Gaps"]
-        lines += [f"- {g}" for g in gaps] or ["- (none given)"]  # type: ignore[union-attr]
-        prompt += "\n".join(lines) + "\n"
-    if last_death:
-        prompt += f"\n## Your last run ended without a result\n\n{last_death}\n"
-    return prompt
 
 
 def private_dir(path: Path) -> Path:

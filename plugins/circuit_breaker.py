@@ -7,18 +7,16 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from mc_hooks import hookimpl
+from mc_hooks import events, hookimpl
 
 if TYPE_CHECKING:
-    from mc_hooks.config import Section
+    from mc_hooks.settings import Section
     from mission_control.controller import Controller
-    from mission_control.models import Event, Ticket
-
-DEATHS = ("death", "rejected_done")  # a worker ended without DONE, or its DONE claim was refused
+    from mission_control.store.models import Event, Ticket
 
 
 def _is_fail(event: Event) -> bool:
-    return event.action == "verdict" and event.detail.startswith("fail ")
+    return event.action == events.VERDICT and event.data.get("verdict") == "fail"
 
 
 class CircuitBreaker:
@@ -31,13 +29,13 @@ class CircuitBreaker:
 
     @hookimpl
     def on_ticket_event(self, ticket: Ticket | None, event: Event, controller: Controller) -> None:
-        if ticket is None or not (event.action in DEATHS or _is_fail(event)) or controller.killswitch_active():
+        if ticket is None or not (event.action in events.DEATHS or _is_fail(event)) or controller.killswitch_active():
             return
         # Count from the store, since the window began or a person last flipped the kill-switch
         # (whichever is later), so a release starts from zero and a restart forgets nothing.
         since = max(time.time() - self.window, controller.killswitch_changed_at() or 0.0)
-        recent = controller.events_since(since, (*DEATHS, "verdict"))
-        deaths = [e for e in recent if e.action in DEATHS]
+        recent = controller.events_since(since, (*events.DEATHS, events.VERDICT))
+        deaths = [e for e in recent if e.action in events.DEATHS]
         fails = [e for e in recent if _is_fail(e)]
         if len(deaths) >= self.max_deaths:
             tripped, what = deaths, f"{len(deaths)} worker deaths"

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from mc_hooks import hookimpl
 
 if TYPE_CHECKING:
-    from mc_hooks.config import Section
-    from mission_control.models import Ticket
+    from mc_hooks.settings import Section
+    from mission_control.store.models import Ticket
 
 
 def _git(repo: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 from mc_hooks import hookimpl
 
 if TYPE_CHECKING:
-    from mc_hooks.config import Section
+    from mc_hooks.settings import Section
     from mission_control.controller import Controller
-    from mission_control.models import Ticket
+    from mission_control.store.models import Ticket
 
 
 class OperatorGuard:

@@ -6,7 +6,11 @@ from __future__ import annotations
 import sys
 import textwrap
 
+import pytest
+
 from conftest import McRoot, worker_runs
+
+pytestmark = pytest.mark.slow  # end-to-end: real `mc` processes (CI runs them; `-m 'not slow'` skips)
 
 MAX_CYCLES = "Max review cycles reached. Needs Elmar decision."
 DIED_TWICE = "Worker died twice. Needs Elmar to review."

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mc_hooks.config import WorkerProfile
 from mission_control.agents import ClaudeCode
+from mission_control.config import WorkerProfile
 
 PRESET = ClaudeCode()
 

@@ -7,7 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import McRoot, git, make_repo, worker_runs
+
+pytestmark = pytest.mark.slow  # end-to-end: real `mc` processes (CI runs them; `-m 'not slow'` skips)
 
 
 def breaker(mc: McRoot, **settings: object) -> None:

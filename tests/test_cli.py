@@ -108,7 +108,7 @@ def test_manual_set_to_todo_from_needs_input_gives_a_fresh_budget(mc_root: McRoo
 
 def test_plugins_lists_sources_and_call_order(mc_root: McRoot) -> None:
     out = mc_root.mc("plugins").stdout
-    assert "review_loop          built-in (plugins.review_loop:ReviewLoop)" in out
+    assert "review_loop          built-in (mc_plugins.review_loop:ReviewLoop)" in out
     assert "  on_worker_death: dead_worker_retry" in out
 
 
@@ -194,3 +194,11 @@ def test_doctor_points_an_upgraded_config_with_the_old_claude_command_to_the_pre
         "FAIL workers.default: the old default `claude ... --session-id` command cannot finish a ticket"
         in result.stdout
     )
+
+
+def test_version_prints_the_installed_version(tmp_path: Path) -> None:
+    import importlib.metadata
+
+    result = mc_in(tmp_path, "--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"mc {importlib.metadata.version('mc-hooks')}"

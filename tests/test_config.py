@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import clean_env
-from mc_hooks.config import DEFAULT_CONFIG_TEXT, ConfigError, load_config
+from mc_hooks.settings import ConfigError
+from mission_control.config import DEFAULT_CONFIG_TEXT, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,6 +76,9 @@ def test_default_config_loads_with_documented_values(tmp_path: Path) -> None:
             "operator.weak_patterns[0]: expected a valid regular expression",
         ),
         ("operator: {interval: 0}\n", "operator.interval: expected a number > 0"),
+        ("workers: {default: {agent: claude-code, timeout: .nan}}\n", "workers.default.timeout: expected a number"),
+        ("poll_interval: .nan\n", "poll_interval: expected a number > 0"),
+        ("lease_seconds: .inf\n", "lease_seconds: expected a number > 0"),
         ("plugins: {review_loop: {enabled: maybe}}\n", "plugins.review_loop.enabled: expected true or false"),
         ("plugins: [review_loop]\n", "plugins: expected a mapping"),
         ("database: mysql://x/y\n", "database: expected a file path, sqlite:///PATH or postgresql://"),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mc_hooks.manager import PluginFailed
 from mission_control import mc_orchestrator_flags as flags
 from mission_control.controller import Death
-from mission_control.models import Comment, ShadowReview
+from mission_control.store.models import Comment, ShadowReview
 
 
 def review(ticket, sha: str, verdict: str, reasons=("r1",), gaps=("g1",)) -> ShadowReview:
@@ -106,3 +108,24 @@ def test_a_plugin_that_raises_in_on_done_sentinel_rolls_back_its_changes(
         raise AssertionError("PluginFailed was not raised")
     assert list(mc_controller.refresh(ticket).comments) == []
     assert mc_plugin_manager.call_order("on_done_sentinel") == ["review_loop"]
+
+
+def test_a_hook_called_without_a_declared_argument_is_a_host_error_naming_the_call_site(
+    mc_hook, mc_controller, make_ticket
+) -> None:
+    from mc_hooks.manager import HookCallError
+    from mission_control.store.models import Event
+
+    site = r"test_fixtures\.py:\d+: before_auto_action\(\) called with missing ticket"
+    with pytest.raises(HookCallError, match=site):
+        mc_hook.before_auto_action(action="dispatch", controller=mc_controller)
+    assert not Event.select().where(Event.action == "plugin_error").exists()  # no plugin is blamed
+
+
+def test_a_rejected_done_goes_down_the_same_death_path_as_a_dead_worker(mc_controller, make_ticket) -> None:
+    ticket = make_ticket(status="in_progress", death_count=0)
+    mc_controller.treat_as_death(ticket, "claimed a commit that does not exist")
+    stored = mc_controller.refresh(ticket)
+    assert stored.death_count == 1 and stored.status == "todo"  # dead_worker_retry's first retry
+    mc_controller.treat_as_death(stored, "claimed a commit that does not exist")
+    assert mc_controller.refresh(ticket).status == "needs_input"  # the second death escalates

@@ -12,9 +12,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mc_hooks.config import DEFAULT_CONFIG_TEXT, ConfigError, load_config
+from mc_hooks.settings import ConfigError
 from mission_control.cli import main
-from mission_control.models import close_database
+from mission_control.config import DEFAULT_CONFIG_TEXT, load_config
+from mission_control.store.connection import close_database
 
 KEYS = [
     "database",

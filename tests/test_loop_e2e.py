@@ -15,6 +15,8 @@ import pytest
 from conftest import McRoot, make_repo, worker_runs
 from mission_control.ticket_runtime import find_sentinel
 
+pytestmark = pytest.mark.slow  # end-to-end: real `mc` processes (CI runs them; `-m 'not slow'` skips)
+
 
 def py(code: str) -> list[str]:
     return [sys.executable, "-c", code]

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from conftest import McRoot
+
+pytestmark = pytest.mark.slow  # end-to-end: real `mc` processes (CI runs them; `-m 'not slow'` skips)
 
 RAISES_EVERYWHERE = textwrap.dedent("""
     from mc_hooks import hookimpl

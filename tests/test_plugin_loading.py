@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import McRoot
-from mc_hooks.config import ConfigError, load_config
 from mc_hooks.manager import BUILTIN_NAMES, load_plugins
+from mc_hooks.settings import ConfigError
+from mission_control.config import load_config
 
 NOTIFY_MODULE = textwrap.dedent("""
     import json, os
@@ -48,9 +49,16 @@ def test_enabled_false_blocks_a_builtin(tmp_path: Path) -> None:
 def test_dotted_path_module_from_config_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "acme_notify.py").write_text(NOTIFY_MODULE, encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
-    host = load_plugins(load_config(config_with(tmp_path, "acme_notify: {channel: '#mc'}"), env={}))
+    host = load_plugins(load_config(config_with(tmp_path, "acme_notify: {enabled: true}"), env={}))
     assert host.call_order("on_escalate") == ["acme_notify"]
     assert [i.source for i in host.infos if i.name == "acme_notify"] == ["config.yaml (acme_notify)"]
+
+
+def test_a_module_plugin_given_settings_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "acme_notify.py").write_text(NOTIFY_MODULE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"plugins\.acme_notify\.channel: expected no settings: a module plugin"):
+        load_plugins(load_config(config_with(tmp_path, "acme_notify: {channel: '#mc'}"), env={}))
 
 
 def test_module_attr_naming_a_class_is_instantiated_with_its_section(

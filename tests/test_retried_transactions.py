@@ -6,7 +6,8 @@ from __future__ import annotations
 import peewee
 
 from mission_control.mc_pickup import Pickup
-from mission_control.models import WorkerRun, write
+from mission_control.store.models import WorkerRun
+from mission_control.store.transactions import write
 
 
 def test_a_death_applied_in_a_retried_transaction_is_counted_once(mc_config, mc_controller, make_ticket) -> None:
@@ -16,7 +17,7 @@ def test_a_death_applied_in_a_retried_transaction_is_counted_once(mc_config, mc_
     tries = []
 
     def apply() -> None:
-        pickup.apply_death(ticket, run)
+        pickup.decide(ticket, run, None)
         tries.append(ticket.death_count)
         if len(tries) == 1:
             raise peewee.OperationalError("database is locked")  # as a PostgreSQL deadlock retry would

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import McRoot
-from mission_control.models import StoreError, open_database
+from mission_control.store import StoreError
+from mission_control.store.connection import open_database
 
 OLD_SCHEMA = """
 CREATE TABLE ticket (id INTEGER PRIMARY KEY, key VARCHAR(40) UNIQUE, title TEXT NOT NULL, body TEXT NOT NULL,

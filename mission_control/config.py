@@ -1,4 +1,5 @@
-"""Loading and validating config.yaml.
+"""Loading and validating config.yaml: the host's own settings (database, worker profiles, reviewer,
+operator, escalation) and each plugin's section, handed to the plugin as a :class:`Section`.
 
 Every mistake becomes a :class:`ConfigError` whose message is one line naming the file, the key
 path and what was expected; the CLI prints it and exits with status 2.
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mc_hooks.settings import ConfigError, Section, describe
 
 DEFAULT_CONFIG_NAME = "config.yaml"
 DEFAULT_CONFIG_TEXT = (Path(__file__).with_name("default_config.yaml")).read_text(encoding="utf-8")
@@ -29,10 +32,6 @@ PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 STATUSES = ("todo", "in_progress", "in_review", "done", "needs_input")
 
 
-class ConfigError(Exception):
-    """A user mistake in configuration or input; ``str(err)`` is the one line to show."""
-
-
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last."""
 
@@ -45,92 +44,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class Section(Mapping[str, Any]):
-    """One mapping of the config file, read key by key with validation.
-
-    Reading a key marks it known; :meth:`finish` rejects any key that was never read.
-    Plugins receive their own section as a ``Section`` (datasette's ``plugin_config`` idea).
-    """
-
-    def __init__(self, data: Mapping[str, Any] | None, path: str, file: str) -> None:
-        self.data: dict[str, Any] = dict(data or {})
-        self.path = path
-        self.file = file
-        self._known: set[str] = set()
-
-    def __getitem__(self, key: str) -> Any:
-        return self.data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.data)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def error(self, key: str | None, expected: str, got: Any = ...) -> ConfigError:
-        """Build the one-line error for ``key`` of this section."""
-        where = ".".join(p for p in (self.path, key) if p)
-        tail = "" if got is ... else f", got {_describe(got)}"
-        return ConfigError(f"{self.file}: {where or '(top level)'}: expected {expected}{tail}")
-
-    def _get(self, key: str, default: Any) -> Any:
-        self._known.add(key)
-        value = self.data.get(key, default)
-        return default if value is None and default is not None else value
-
-    def text(self, key: str, default: str | None, pattern: str | None = None, what: str = "a string") -> str:
-        value = self._get(key, default)
-        if not isinstance(value, str) or (pattern and not re.fullmatch(pattern, value)):
-            raise self.error(key, what, value)
-        return value
-
-    def integer(self, key: str, default: int, minimum: int | None = None) -> int:
-        value = self._get(key, default)
-        bound = f" >= {minimum}" if minimum is not None else ""
-        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-            raise self.error(key, f"an integer{bound}", value)
-        return value
-
-    def number(self, key: str, default: float, minimum: float = 0.0, strict: bool = True) -> float:
-        value = self._get(key, default)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok or (value <= minimum if strict else value < minimum):
-            raise self.error(key, f"a number {'>' if strict else '>='} {minimum:g} (seconds)", value)
-        return float(value)
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self._get(key, default)
-        if not isinstance(value, bool):
-            raise self.error(key, "true or false", value)
-        return value
-
-    def mapping(self, key: str) -> Section:
-        value = self._get(key, {})
-        if not isinstance(value, Mapping):
-            raise self.error(key, "a mapping", value)
-        return Section(value, ".".join(p for p in (self.path, key) if p), self.file)
-
-    def text_list(self, key: str, default: list[str] | None) -> list[str] | None:
-        value = self._get(key, default)
-        if value is None:
-            return None
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.error(key, "a list of strings", value)
-        return list(value)
-
-    def finish(self) -> None:
-        """Reject keys nobody asked for (typos must not be silently ignored)."""
-        unknown = sorted(set(map(str, self.data)) - self._known)
-        if unknown:
-            known = ", ".join(sorted(self._known)) or "none"
-            raise self.error(unknown[0], f"one of the known keys ({known})", ...)
 
 
 @dataclass(frozen=True)
@@ -241,7 +154,7 @@ def _agent_settings(section: Section, placeholders: frozenset[str], timeout: flo
     if agent is not None and command is not None:
         raise section.error("command", "either agent or command, not both")
     if agent is None:
-        section._known.add("agent")
+        section.accept("agent")
         for key in ("executable", "model", "args", "allowed_tools"):
             if section.data.get(key) is not None:
                 raise section.error(key, f"a setting of agent presets ({presets}); with command, put it in the argv")
@@ -255,7 +168,7 @@ def _agent_settings(section: Section, placeholders: frozenset[str], timeout: flo
     for key, value in optional_text.items():
         if value is not None:
             section.text(key, None, r"[^\x00-\x1f]+", "a non-empty string")
-        section._known.add(key)
+        section.accept(key)
     return {
         "agent": agent,
         "command": tuple(command) if command else None,
@@ -288,7 +201,7 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{file}: (top level): expected a mapping of settings, got {_describe(raw)}")
+        raise ConfigError(f"{file}: (top level): expected a mapping of settings, got {describe(raw)}")
     top = Section(raw, "", file)
     database = _database(top.text("database", "mc.db"), root, top)
     if env.get("MC_DATABASE_URL"):
@@ -315,7 +228,7 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
     override = env.get("MC_ORCH_SHADOW_REVIEW")
     if override is not None and override != "":
         if override not in ("0", "1"):
-            raise ConfigError(f"environment: MC_ORCH_SHADOW_REVIEW: expected 0 or 1, got {_describe(override)}")
+            raise ConfigError(f"environment: MC_ORCH_SHADOW_REVIEW: expected 0 or 1, got {describe(override)}")
         enabled = override == "1"
     reviewer = ReviewerSettings(
         **_agent_settings(reviewer_section, REVIEWER_PLACEHOLDERS, timeout=600, required=False), enabled=enabled

@@ -1,0 +1,54 @@
+"""The audit trail's event actions: the names a plugin may match ``event.action`` against in
+``on_ticket_event`` (or read back with ``controller.events_since``), and the structured
+``event.data`` each carries. Match on these and read ``event.data``; never parse ``event.detail``,
+which is prose for people and may change.
+
+New actions and new ``data`` keys may be added; these names and keys never change meaning.
+"""
+
+from __future__ import annotations
+
+CREATED = "created"
+"""A ticket was added (`mc ticket add` or `import`). No ``data``."""
+
+DISPATCH = "dispatch"
+"""A worker run started. ``data``: ``attempt`` (int), ``profile`` (str)."""
+
+DONE = "done"
+"""A worker run reported a commit (before review). ``data``: ``attempt``, ``sha``."""
+
+DEATH = "death"
+"""A worker run ended without a result. ``data``: ``attempt``, ``reason``."""
+
+REJECTED_DONE = "rejected_done"
+"""A DONE claim was refused (``verify_done_claim``): counted as a death. ``data``: ``attempt`` (None
+when refused by a plugin through ``controller.treat_as_death``), ``reason``."""
+
+REVIEW = "review"
+"""A reviewer run started (``data``: ``attempt``, ``sha``), or a person recorded a verdict by hand
+(``data``: ``verdict``, ``sha``)."""
+
+VERDICT = "verdict"
+"""A shadow review was stored. ``data``: ``verdict`` (``pass``, ``fail`` or ``uncertain``), ``sha``,
+``attempt``."""
+
+STATUS = "status"
+"""A ticket changed status. ``data``: ``from``, ``to``."""
+
+ESCALATE = "escalate"
+"""A ticket was handed to its owner. ``data``: ``owner``."""
+
+KILLSWITCH = "killswitch"
+"""The kill-switch was engaged or released. ``data``: ``engaged`` (bool), ``reason``."""
+
+VETO = "veto"
+"""A plugin held an automatic action. ``data``: ``action``."""
+
+PLUGIN_ERROR = "plugin_error"
+"""A plugin raised. ``data``: ``plugin``, ``hook``."""
+
+RECOVER = "recover"
+"""A controller took over or adopted what a gone controller left. No ``data``."""
+
+DEATHS = (DEATH, REJECTED_DONE)
+"""Both ways a run counts as a dead worker."""

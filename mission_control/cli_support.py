@@ -1,0 +1,68 @@
+"""What the `mc` command's modules share: the one-line user error, opening the store, the person at the
+terminal as the facade's actor, and JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import re
+import sys
+from typing import Any, NoReturn
+
+from mission_control.config import Config
+from mission_control.controller import Controller
+from mission_control.store.connection import open_database
+from mission_control.store.models import Ticket
+
+SHA = re.compile(r"[0-9a-fA-F]{7,40}")
+
+
+class UsageError(Exception):
+    """A mistake in what the user typed; one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, exiting 2 with one line on a usage mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def user() -> str:
+    """Who runs this command (the audit trail's actor for manual changes)."""
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "someone"
+
+
+def open_store(config: Config, create: bool = False) -> None:
+    """Open the config's store (raises StoreError with one line)."""
+    open_database(config.database, create=create)
+
+
+def manual(config: Config) -> Controller:
+    """The facade, driven by the person at the terminal."""
+    return Controller(config, actor=f"mc:{user()}", manual=True)
+
+
+def ticket_by_key(controller: Controller, key: str) -> Ticket:
+    """The ticket ``key``, or a UsageError naming it."""
+    ticket = controller.ticket(key)
+    if ticket is None:
+        raise UsageError(f"no ticket {key!r} (see `mc ticket list`)")
+    return ticket
+
+
+def emit_json(data: Any) -> None:
+    """Print ``data`` as indented JSON."""
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def valid_sha(value: str) -> str:
+    """``value`` as a lowercase sha, or a UsageError."""
+    if not SHA.fullmatch(value):
+        raise UsageError(f"--sha/--done-sha: expected 7 to 40 hex digits, got {value!r}")
+    return value.lower()

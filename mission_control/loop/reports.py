@@ -1,0 +1,171 @@
+"""Reports: what ended runs said (a DONE commit or a death; a reviewer's verdict), read outside any
+transaction and stored in one, before anything acts on it. Storing is fenced: a report is kept only
+under the claim its run was started with, and only once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mc_hooks import events
+from mission_control import agents, faults, launch, outcomes, shadow_reviewer, worktrees
+from mission_control import ticket_runtime as rt
+from mission_control.controller import Death, short
+from mission_control.loop.context import LoopContext
+from mission_control.store import queries
+from mission_control.store.models import Ticket, WorkerRun
+from mission_control.store.transactions import write
+
+# Asks the plugins whether a DONE claim holds (the loop's verify_done_claim call site): the problem, or None.
+Verify = Callable[[Ticket, str, "str | None"], "str | None"]
+# A reviewer's verdict on a run: (run, ticket, verdict, reasons, gaps, what its agent CLI reported).
+Judged = tuple[WorkerRun, Ticket, str, list[str], list[str], "agents.AgentReport | None"]
+
+
+class Reports:
+    """Reads and stores what workers and reviewers reported."""
+
+    def __init__(self, ctx: LoopContext, verify: Verify) -> None:
+        self.ctx = ctx
+        self.verify = verify
+
+    def record_exits(self, processes: list[rt.Process]) -> None:
+        """Processes ended: read what they reported and check DONE claims (outside any transaction),
+        then store it all in one transaction, before anything acts on it."""
+        runs = queries.runs_with_tickets([p.run_id for p in processes])
+        reports: list[tuple[WorkerRun, outcomes.WorkerOutcome]] = []
+        judged: list[Judged] = []
+        reviewer = self.ctx.config.reviewer
+        for process in processes:
+            run = runs[process.run_id]
+            run.token = process.token  # store under the token the process ran with
+            if process.kind == "review":
+                verdict, said = outcomes.review(reviewer, process.stdout_path, process, reviewer.timeout)
+                judged.append((run, run.ticket, *verdict, said))
+            else:
+                reports.append((run, self.worker_outcome(run, process)))
+        self.store(reports, judged)
+
+    def worker_outcome(self, run: WorkerRun, process: rt.Process | None) -> outcomes.WorkerOutcome:
+        """Read a finished worker run and check its DONE claim with the plugins, so a refused claim is
+        a death and never costs a review."""
+        ticket = run.ticket
+        workspace = launch.workspace_of(self.ctx.config, ticket, run)
+        outcome = outcomes.worker(self.ctx.profile(run.profile), Path(run.log_path), workspace, process)
+        if outcome.sha is not None:
+            problem = self.verify(ticket, outcome.sha, run.base_sha)
+            if problem:
+                outcome.refuse(str(problem), getattr(problem, "plugin", ""))
+                outcome.tail = outcomes.tail_of(Path(run.log_path))
+        return outcome
+
+    def store(self, reports: list[tuple[WorkerRun, outcomes.WorkerOutcome]], judged: list[Judged]) -> None:
+        """Store worker reports and review verdicts (one transaction); then remove the reviewers'
+        checkouts (outside the store, after commit)."""
+
+        def store() -> None:
+            for run, outcome in reports:
+                self.store_report(run, run.ticket, outcome)
+            for run, ticket, verdict, reasons, gaps, said in judged:
+                self.store_verdict(run, ticket, verdict, reasons, gaps, said)
+            faults.crash_point("report:before-commit")
+
+        write(store)
+        faults.crash_point("report:after-commit")
+        for run, ticket, *_ in judged:
+            worktrees.remove_review_checkout(self.ctx.config.root, ticket.key, ticket.repo or run.workdir or "")
+
+    def record(self, run: WorkerRun, outcome: outcomes.WorkerOutcome) -> None:
+        """Store one worker's report (recovery and start failures; exits go through record_exits)."""
+        if outcome.death is not None and not outcome.tail:
+            outcome.tail = outcomes.tail_of(Path(run.log_path))
+        write(lambda: self.store_report(run, queries.ticket_by_id(run.ticket_id), outcome))
+
+    def store_verdict(
+        self,
+        run: WorkerRun,
+        ticket: Ticket,
+        verdict: str,
+        reasons: list[str],
+        gaps: list[str],
+        said: agents.AgentReport | None = None,
+    ) -> None:
+        """Inside a transaction: the shadow review of the run's sha, unless one is already stored or
+        the attempt now belongs to another controller (fencing: its reviewer reports there)."""
+        if queries.run_token(run.id) != run.token:
+            return
+        controller, sha = self.ctx.controller, run.done_sha or ""
+        if controller.review_for(ticket, sha) is None:
+            said = said or agents.AgentReport()
+            shadow_reviewer.store_verdict(
+                ticket.id,
+                sha,
+                verdict,
+                reasons,
+                gaps,
+                attempt=run.attempt,
+                session=said.session,
+                cost_usd=said.cost_usd,
+                input_tokens=said.input_tokens,
+                output_tokens=said.output_tokens,
+                turns=said.turns,
+            )
+            summary = short("; ".join(reasons) or "no reasons", 160)
+            detail = f"{verdict} for {sha[:12]}: {summary}"
+            facts = {"verdict": verdict, "sha": sha, "attempt": run.attempt}
+            actor = shadow_reviewer.REVIEWER_NAME
+            controller.record(ticket, events.VERDICT, detail, kind="report", actor=actor, data=facts)
+        queries.review_ended(run.id)
+
+    def store_report(self, run: WorkerRun, ticket: Ticket, outcome: outcomes.WorkerOutcome) -> None:
+        """Inside a transaction: the report on its run (once), and the sha on a still-held ticket."""
+        said = outcome.agent
+        fields: dict[str, Any] = {
+            "ended_at": time.time(),
+            "agent_session": "" if said.session_lost else said.session,  # "": the next run starts afresh
+            "cost_usd": said.cost_usd,
+            "input_tokens": said.input_tokens,
+            "output_tokens": said.output_tokens,
+            "turns": said.turns,
+        }
+        sha, action, actor = outcome.sha, events.DONE, "worker"
+        facts: dict[str, Any] = {"attempt": run.attempt}
+        if sha:
+            fields.update(outcome="done", done_sha=sha, leftovers="\n".join(outcome.leftovers) or None)
+            facts["sha"] = sha
+            detail = f"attempt {run.attempt} reported DONE {sha[:12]}"
+            if outcome.leftovers:
+                detail += f" ({len(outcome.leftovers)} uncommitted change(s) left beside it)"
+        else:
+            death = outcome.death or Death.of("ended without a result")
+            fields.update(
+                outcome="died",
+                exit_code=death.exit_code,
+                signal=death.signal,
+                timed_out=death.timed_out,
+                death_reason=death.reason,
+                log_tail=outcome.tail,
+            )
+            detail = f"attempt {run.attempt} died: {death.reason}"
+            action = events.DEATH
+            facts["reason"] = death.reason
+            if outcome.refused_by:
+                action, actor, detail = (
+                    events.REJECTED_DONE,
+                    outcome.refused_by,
+                    f"attempt {run.attempt}: {death.reason}",
+                )
+        fenced = queries.ticket_token(ticket.id) == run.token
+        if not fenced:
+            fields["applied_at"] = time.time()  # consumed: the ticket moved on without it
+            detail += " (not applied: the ticket was changed meanwhile)"
+        if not queries.store_run_report(run.id, run.token, fields):
+            return  # already recorded, or the attempt now belongs to another controller (fencing)
+        for name, value in fields.items():
+            setattr(run, name, value)
+        if sha and fenced:
+            status = "in_review" if self.ctx.config.reviewer.enabled else ticket.status
+            queries.set_done_sha(ticket.id, sha, status)
+        self.ctx.controller.record(ticket, action, detail, kind="report", actor=actor, data=facts)

@@ -1,0 +1,78 @@
+"""The facade's reads and writes of the record around tickets: shadow reviews, the audit trail and
+the escalation outbox."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from peewee import fn
+
+from mission_control.store.models import Escalation, Event, ShadowReview
+
+
+def review_for(ticket_id: int, sha: str) -> ShadowReview | None:
+    """The latest shadow review of ``sha`` for the ticket, or None."""
+    query = ShadowReview.select().where((ShadowReview.ticket == ticket_id) & (ShadowReview.done_sha == sha))
+    return query.order_by(ShadowReview.id.desc()).first()
+
+
+def reviews(ticket_id: int) -> list[ShadowReview]:
+    """The ticket's shadow reviews, oldest first."""
+    return list(ShadowReview.select().where(ShadowReview.ticket == ticket_id).order_by(ShadowReview.id))
+
+
+def latest_review(ticket_id: int) -> ShadowReview | None:
+    """The ticket's most recent shadow review, whatever its sha."""
+    return ShadowReview.select().where(ShadowReview.ticket == ticket_id).order_by(ShadowReview.id.desc()).first()
+
+
+def events_since(since: float, actions: tuple[str, ...]) -> list[Event]:
+    """Audit events with one of ``actions`` recorded at or after ``since``, across all tickets."""
+    return list(Event.select().where((Event.created_at >= since) & Event.action.in_(actions)).order_by(Event.id))
+
+
+def last_event_at(action: str) -> float | None:
+    """When the latest event with ``action`` was recorded, or None."""
+    return Event.select(fn.MAX(Event.created_at)).where(Event.action == action).scalar()
+
+
+def escalations(ticket_id: int) -> list[Escalation]:
+    """The ticket's escalations, oldest first."""
+    return list(Escalation.select().where(Escalation.ticket == ticket_id).order_by(Escalation.id))
+
+
+def new_escalation(ticket_id: int, owner: str, reason: str, actor: str) -> int:
+    """Put an escalation in the outbox (delivered to ``on_escalate`` after commit); returns its id."""
+    return Escalation.create(ticket=ticket_id, owner=owner, reason=reason, actor=actor, created_at=time.time()).id
+
+
+def undelivered_escalations(ids: list[int] | None = None) -> list[Escalation]:
+    """Escalations not yet delivered (all, or those with these ids), oldest first."""
+    query = Escalation.select().where(Escalation.notified_at.is_null())
+    if ids is not None:
+        query = query.where(Escalation.id.in_(ids))
+    return list(query.order_by(Escalation.id))
+
+
+def mark_delivered(escalation_id: int) -> None:
+    """``on_escalate`` ran for this escalation."""
+    Escalation.update(notified_at=time.time()).where(Escalation.id == escalation_id).execute()
+
+
+def new_review(
+    ticket_id: int, sha: str, verdict: str, reasons: list[str], gaps: list[str], reviewer: str, **stats: Any
+) -> ShadowReview:
+    """Store a shadow review of ``sha``; ``stats``: the reviewer run's ``attempt``, ``session``,
+    ``cost_usd``, ``input_tokens``, ``output_tokens``, ``turns``."""
+    return ShadowReview.create(
+        ticket=ticket_id,
+        done_sha=sha,
+        verdict=verdict,
+        reasons_json=json.dumps(reasons),
+        gaps_json=json.dumps(gaps),
+        reviewer=reviewer,
+        created_at=time.time(),
+        **stats,
+    )

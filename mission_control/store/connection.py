@@ -1,0 +1,124 @@
+"""Opening and closing the store (a SQLite file or a PostgreSQL URL), its clock, its id, and the
+wake-ups controllers send each other through it (PostgreSQL LISTEN/NOTIFY)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import peewee as pw
+
+from mission_control.store import StoreError
+from mission_control.store.migration import schema_gaps
+from mission_control.store.models import Meta, db
+
+
+def open_database(database: str, create: bool = False) -> pw.Database:
+    """Open the store named by a config's ``database`` (a SQLite path or a postgresql:// URL).
+
+    A SQLite file that does not exist is only created when ``create`` is true (``mc init``).
+    """
+    if database.startswith("postgresql://"):
+        try:
+            from playhouse.db_url import connect
+        except ImportError as exc:  # pragma: no cover - peewee always ships db_url
+            raise StoreError(str(exc)) from None
+        try:
+            real = connect(database)
+            real.connect(reuse_if_open=True)
+        except ImportError:
+            raise StoreError("postgresql needs a driver: pip install 'mc-hooks[postgres]'") from None
+        except pw.OperationalError as exc:
+            raise StoreError(f"cannot connect to {database}: {str(exc).strip().splitlines()[0]}") from None
+    else:
+        path = Path(database)
+        if not path.parent.is_dir():
+            raise StoreError(f"{database}: the directory {path.parent} does not exist")
+        if not path.exists():
+            if not create:
+                raise StoreError(f"{database}: no database here yet (run `mc init`)")
+            if not os.access(path.parent, os.W_OK):
+                raise StoreError(f"{database}: the directory {path.parent} is not writable")
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError as exc:
+                raise StoreError(f"{database}: cannot create the database: {exc.strerror}") from None
+        real = pw.SqliteDatabase(
+            str(path),
+            pragmas={
+                "journal_mode": "wal",
+                "busy_timeout": 10_000,
+                "foreign_keys": 1,
+                "synchronous": "normal",
+            },
+            lock_type="IMMEDIATE",
+        )
+        try:
+            real.connect(reuse_if_open=True)
+        except pw.OperationalError as exc:
+            raise StoreError(f"{database}: cannot open: {exc}") from None
+    db.initialize(real)
+    if not create:
+        missing = schema_gaps()
+        if missing:
+            where = database if not database.startswith("postgresql://") else database.split("@")[-1]
+            if missing == ["(no tables)"]:
+                raise StoreError(f"{where}: no Mission Control schema here yet (run `mc init`)")
+            raise StoreError(
+                f"{where}: the schema is older than this mc (no {missing[0]}); run `mc init` to migrate it"
+            )
+    return real
+
+
+def close_database() -> None:
+    """Close the current connection, if any."""
+    if db.obj is not None and not db.is_closed():
+        db.close()
+
+
+def db_time() -> float:
+    """Now, by the database's clock when it has one of its own (PostgreSQL), so that leases compare
+    heartbeats from several hosts on one clock; by this host's clock for SQLite (one host)."""
+    if is_postgres():
+        return float(db.obj.execute_sql("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+    return time.time()
+
+
+WAKEUP_CHANNEL = "mc_wakeup"
+
+
+def is_postgres() -> bool:
+    """Whether the open store is PostgreSQL."""
+    return isinstance(db.obj, pw.PostgresqlDatabase)
+
+
+def notify_controllers() -> None:
+    """Wake every controller listening on this store (PostgreSQL NOTIFY); polling covers SQLite."""
+    if is_postgres():
+        db.obj.execute_sql(f"NOTIFY {WAKEUP_CHANNEL}")
+
+
+def listen_fd() -> int | None:
+    """Start listening for wake-ups; the socket to watch for them, or None where there are none."""
+    if not is_postgres():
+        return None
+    db.obj.execute_sql(f"LISTEN {WAKEUP_CHANNEL}")
+    return db.obj.connection().fileno()
+
+
+def drain_wakeups() -> bool:
+    """Consume pending wake-ups; True if there were any."""
+    if not is_postgres():
+        return False
+    conn = db.obj.connection()
+    conn.poll()
+    woke = bool(conn.notifies)
+    conn.notifies.clear()
+    return woke
+
+
+def database_id() -> str:
+    """A random id made at ``mc init``; keeps worker sessions of different MC roots apart."""
+    row = Meta.get_or_none(Meta.key == "db_id")
+    return row.value if row else "unknown"

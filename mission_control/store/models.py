@@ -1,0 +1,213 @@
+"""The store's tables as peewee models, bound to one database proxy that :mod:`.connection` opens.
+
+The store knows nothing above it. Timestamps are float epoch seconds (portable and cheap to
+compare); JSON lists are stored as text.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, cast
+
+import peewee as pw
+
+STATUSES = ("todo", "in_progress", "in_review", "done", "needs_input")
+VERDICTS = ("pass", "fail", "uncertain")
+ACTIVE = ("in_progress", "in_review")
+
+db = pw.DatabaseProxy()
+
+
+class BaseModel(pw.Model):
+    id: pw.AutoField[int]  # the implicit primary key, declared for type checkers (``Meta`` keys by ``key``)
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class Meta(BaseModel):
+    """Key/value facts about the database itself (its id, schema version, flags)."""
+
+    key = pw.CharField(primary_key=True, max_length=64)
+    value = pw.TextField()
+
+
+class Ticket(BaseModel):
+    # NULL only inside the transaction that inserts the ticket (new_ticket gives it its key): a str to readers.
+    key = cast("pw.CharField[str]", pw.CharField(max_length=40, unique=True, null=True))
+    title = pw.TextField()
+    body = pw.TextField(default="")
+    repo = pw.TextField(null=True)
+    worker = pw.CharField(max_length=64, default="default")
+    branch = pw.TextField(null=True)
+    status = pw.CharField(max_length=16, default="todo", index=True)
+    review_cycles = pw.IntegerField(default=0)
+    death_count = pw.IntegerField(default=0)
+    attempts = pw.IntegerField(default=0)
+    done_sha = pw.CharField(max_length=40, null=True)
+    # Reviewer feedback waiting for the next dispatch (JSON {"sha", "reasons", "gaps"}).
+    pending_feedback = pw.TextField(null=True)
+    # The controller responsible for the ticket's in-flight work, and the fencing token of its claim.
+    claimed_by = pw.IntegerField(null=True, index=True)
+    claim_token = pw.IntegerField(default=0)
+    operator_checked = pw.BooleanField(default=False)
+    created_at = pw.DoubleField(default=time.time)
+    updated_at = pw.DoubleField(default=time.time)
+    worktree = pw.TextField(null=True)  # where its runs work (removed when done, for repo tickets)
+
+    class Meta:
+        indexes = ((("status", "id"), False), (("status", "operator_checked"), False))
+
+    def __str__(self) -> str:
+        return self.key or f"#{self.id}"
+
+
+class Comment(BaseModel):
+    ticket_id: pw.IntegerField[int]  # the foreign key's raw value, declared for type checkers
+    ticket = pw.ForeignKeyField(Ticket, backref="comments", on_delete="CASCADE")
+    author = pw.CharField(max_length=64)
+    body = pw.TextField()
+    created_at = pw.DoubleField(default=time.time)
+
+
+class ShadowReview(BaseModel):
+    ticket_id: pw.IntegerField[int]  # the foreign key's raw value, declared for type checkers
+    ticket = pw.ForeignKeyField(Ticket, backref="reviews", on_delete="CASCADE")
+    done_sha = pw.CharField(max_length=40)
+    verdict = pw.CharField(max_length=16)
+    reasons_json = pw.TextField(default="[]", column_name="reasons")
+    gaps_json = pw.TextField(default="[]", column_name="gaps")
+    reviewer = pw.CharField(max_length=64, default="reviewer")
+    created_at = pw.DoubleField(default=time.time, index=True)
+    attempt = pw.IntegerField(null=True)  # the worker attempt whose sha it judged (None: recorded by hand)
+    session = pw.TextField(null=True)  # what the reviewer's agent CLI reported about its run
+    cost_usd = pw.DoubleField(null=True)
+    input_tokens = pw.IntegerField(null=True)
+    output_tokens = pw.IntegerField(null=True)
+    turns = pw.IntegerField(null=True)
+
+    class Meta:
+        indexes = ((("ticket", "done_sha"), False),)
+
+    @property
+    def reasons(self) -> list[str]:
+        return json.loads(self.reasons_json)
+
+    @property
+    def gaps(self) -> list[str]:
+        return json.loads(self.gaps_json)
+
+
+class Event(BaseModel):
+    """The audit trail: who (host or plugin name) decided what, about which ticket, when."""
+
+    ticket_id: pw.IntegerField[int | None]  # the foreign key's raw value, declared for type checkers
+
+    ticket = pw.ForeignKeyField(Ticket, backref="events", null=True, on_delete="CASCADE")
+    action = pw.CharField(max_length=64)
+    actor = pw.CharField(max_length=128)
+    # report (a worker or reviewer said something), action (an automatic decision),
+    # veto, manual (a person's command), error (a plugin or the host failed).
+    kind = pw.CharField(max_length=16, default="action")
+    detail = pw.TextField(default="")
+    created_at = pw.DoubleField(default=time.time, index=True)
+    # Structured facts per action, as JSON (see mc_hooks.events); None on events that carry none.
+    data_json = pw.TextField(null=True, column_name="data")
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's structured facts (``{}`` when it has none)."""
+        return json.loads(self.data_json) if self.data_json else {}
+
+
+class HealthSnapshot(BaseModel):
+    created_at = pw.DoubleField(default=time.time, index=True)
+    data = pw.TextField()
+
+
+class ControllerProcess(BaseModel):
+    """A running `mc run` / `mc operator` process (its lease), for recovery of what it leaves behind.
+
+    Not the facade :class:`mission_control.controller.Controller`: this is one row per process."""
+
+    host = pw.CharField(max_length=255)
+    pid = pw.IntegerField()
+    proc_start = pw.CharField(max_length=32, default="")
+    started_at = pw.DoubleField(default=time.time)
+    heartbeat_at = pw.DoubleField(default=time.time)
+    stopped_at = pw.DoubleField(null=True)
+
+    class Meta:
+        table_name = "controller"
+
+
+class WorkerRun(BaseModel):
+    """One attempt of one ticket. (ticket, attempt) keys its effect: applied exactly once."""
+
+    ticket_id: pw.IntegerField[int]  # the foreign key's raw value, declared for type checkers
+
+    ticket = pw.ForeignKeyField(Ticket, backref="runs", on_delete="CASCADE")
+    attempt = pw.IntegerField()
+    profile = pw.CharField(max_length=64)
+    session = pw.CharField(max_length=64)
+    controller = pw.IntegerField(null=True)
+    token = pw.IntegerField(default=0)
+    host = pw.CharField(max_length=255, default="")
+    pid = pw.IntegerField(null=True)
+    proc_start = pw.CharField(max_length=32, default="")
+    started_at = pw.DoubleField(default=time.time)
+    ended_at = pw.DoubleField(null=True, index=True)
+    exit_code = pw.IntegerField(null=True)
+    signal = pw.IntegerField(null=True)
+    timed_out = pw.BooleanField(default=False)
+    log_path = pw.TextField(default="")
+    # running -> done | died (the report, stored before anything acts on it)
+    outcome = pw.CharField(max_length=16, default="running", index=True)
+    done_sha = pw.CharField(max_length=40, null=True)
+    death_reason = pw.TextField(null=True)
+    log_tail = pw.TextField(null=True)
+    feedback = pw.TextField(null=True)
+    applied_at = pw.DoubleField(null=True)
+    review_pid = pw.IntegerField(null=True)
+    review_starts = pw.IntegerField(default=0)
+    base_sha = pw.CharField(max_length=40, null=True)  # the branch head when the worker started
+    review_proc_start = pw.CharField(max_length=32, default="")
+    workdir = pw.TextField(null=True)  # where it ran (the ticket's worktree or scratch directory)
+    # What an agent preset's CLI reported: its session (resumed by the next run), spend and turns.
+    agent_session = pw.TextField(null=True)
+    cost_usd = pw.DoubleField(null=True)
+    input_tokens = pw.IntegerField(null=True)
+    output_tokens = pw.IntegerField(null=True)
+    turns = pw.IntegerField(null=True)
+    leftovers = pw.TextField(null=True)  # uncommitted changes left beside a new commit (git status lines)
+
+    class Meta:
+        indexes = ((("ticket", "attempt"), True), (("outcome", "applied_at"), False))
+
+
+class Escalation(BaseModel):
+    """A ticket handed to a person; ``notified_at`` is set once ``on_escalate`` ran (outbox)."""
+
+    ticket_id: pw.IntegerField[int]  # the foreign key's raw value, declared for type checkers
+
+    ticket = pw.ForeignKeyField(Ticket, backref="escalations", on_delete="CASCADE")
+    owner = pw.CharField(max_length=64)
+    reason = pw.TextField()
+    actor = pw.CharField(max_length=128)
+    created_at = pw.DoubleField(default=time.time)
+    notified_at = pw.DoubleField(null=True, index=True)
+
+
+MODELS: tuple[type[BaseModel], ...] = (
+    Meta,
+    Ticket,
+    Comment,
+    ShadowReview,
+    Event,
+    HealthSnapshot,
+    ControllerProcess,
+    WorkerRun,
+    Escalation,
+)

@@ -1,0 +1,303 @@
+"""The queries the loop and the facade run, as named functions: what each one reads or changes is in
+its name and docstring, and no module above the store builds SQL of its own."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from mission_control.store.models import ACTIVE, ControllerProcess, Meta, ShadowReview, Ticket, WorkerRun
+from mission_control.store.transactions import tuples, update_row
+
+
+def new_ticket(prefix: str, **fields: Any) -> Ticket:
+    """Insert a ticket and give it the next key (``PREFIX-<id>``) in the same transaction."""
+    now = time.time()
+    ticket = Ticket.create(created_at=now, updated_at=now, **fields)
+    ticket.key = f"{prefix}-{ticket.id}"
+    Ticket.update(key=ticket.key).where(Ticket.id == ticket.id).execute()
+    return ticket
+
+
+# -- controllers (leases) ---------------------------------------------------------------------------
+
+
+def register_controller(host: str, pid: int, proc_start: str, now: float) -> ControllerProcess:
+    """A new lease for a controller process, held from ``now``."""
+    return ControllerProcess.create(host=host, pid=pid, proc_start=proc_start, started_at=now, heartbeat_at=now)
+
+
+def renew_lease(controller_id: int, now: float) -> bool:
+    """Move the controller's heartbeat to ``now``; False when its lease was already ended (recovered)."""
+    return bool(
+        ControllerProcess.update(heartbeat_at=now)
+        .where((ControllerProcess.id == controller_id) & ControllerProcess.stopped_at.is_null())
+        .execute()
+    )
+
+
+def release_controller(controller_id: int) -> None:
+    """End the controller's lease and let go of every ticket it claims."""
+    Ticket.update(claimed_by=None).where(Ticket.claimed_by == controller_id).execute()
+    ControllerProcess.update(stopped_at=time.time()).where(ControllerProcess.id == controller_id).execute()
+
+
+def live_controllers(excluding: int) -> list[ControllerProcess]:
+    """Controllers whose lease has not been ended, other than ``excluding``."""
+    return list(
+        ControllerProcess.select().where(ControllerProcess.stopped_at.is_null() & (ControllerProcess.id != excluding))
+    )
+
+
+def end_leases(controller_ids: list[int]) -> None:
+    """Mark gone controllers stopped (once)."""
+    (
+        ControllerProcess.update(stopped_at=time.time())
+        .where(ControllerProcess.id.in_(controller_ids) & ControllerProcess.stopped_at.is_null())
+        .execute()
+    )
+
+
+# -- claims and runs --------------------------------------------------------------------------------
+
+
+def claim_holders(ticket_ids: set[int]) -> dict[int, tuple[int | None, int, str]]:
+    """For each ticket: (controller holding its claim, claim token, key)."""
+    query = Ticket.select(Ticket.id, Ticket.claimed_by, Ticket.claim_token, Ticket.key).where(Ticket.id.in_(ticket_ids))
+    return {ticket_id: (by, token, key) for ticket_id, by, token, key in tuples(query)}
+
+
+def run_owners(run_ids: set[int]) -> dict[int, tuple[int | None, str]]:
+    """For each run: (controller watching it, outcome)."""
+    query = WorkerRun.select(WorkerRun.id, WorkerRun.controller, WorkerRun.outcome).where(WorkerRun.id.in_(run_ids))
+    return {run_id: (by, outcome) for run_id, by, outcome in tuples(query)}
+
+
+def todo_tickets(limit: int, lock: bool = False) -> list[Ticket]:
+    """The oldest ``limit`` todo tickets. With ``lock`` (PostgreSQL, inside a transaction), locked in
+    one round trip, skipping rows another controller is claiming rather than waiting for them."""
+    query = Ticket.select().where(Ticket.status == "todo").order_by(Ticket.id).limit(limit)
+    # peewee's stubs type for_update() as a flag; it takes the clause as text too, as here.
+    return list(query.for_update("FOR UPDATE SKIP LOCKED") if lock else query)  # type: ignore[arg-type]
+
+
+def take_todo(ticket: Ticket, fields: dict[str, Any]) -> bool:
+    """Apply ``fields`` to a ticket still todo under the claim token it was read with."""
+    return bool(
+        Ticket.update(**fields)
+        .where((Ticket.id == ticket.id) & (Ticket.status == "todo") & (Ticket.claim_token == ticket.claim_token))
+        .execute()
+    )
+
+
+def new_run(**fields: Any) -> WorkerRun:
+    """Insert a worker run (an attempt)."""
+    return WorkerRun.create(**fields)
+
+
+def runs_with_tickets(run_ids: list[int]) -> dict[int, WorkerRun]:
+    """The runs with these ids, each with its ticket loaded."""
+    query = WorkerRun.select(WorkerRun, Ticket).join(Ticket).where(WorkerRun.id.in_(run_ids))
+    return {run.id: run for run in query}
+
+
+def latest_run(ticket_id: int) -> WorkerRun | None:
+    """The ticket's latest attempt."""
+    return WorkerRun.select().where(WorkerRun.ticket == ticket_id).order_by(WorkerRun.attempt.desc()).first()
+
+
+def earlier_runs(run: WorkerRun) -> list[tuple[int, str, str | None, str | None]]:
+    """(attempt, outcome, death_reason, agent_session) of the ticket's earlier runs of the same
+    profile, newest first."""
+    query = (
+        WorkerRun.select(WorkerRun.attempt, WorkerRun.outcome, WorkerRun.death_reason, WorkerRun.agent_session)
+        .where(
+            (WorkerRun.ticket == run.ticket_id) & (WorkerRun.attempt < run.attempt) & (WorkerRun.profile == run.profile)
+        )
+        .order_by(WorkerRun.attempt.desc())
+    )
+    return [(attempt, outcome, reason, session) for attempt, outcome, reason, session in tuples(query)]
+
+
+def run_token(run_id: int) -> int | None:
+    """The claim token a run currently belongs to."""
+    return WorkerRun.select(WorkerRun.token).where(WorkerRun.id == run_id).scalar()
+
+
+def ticket_token(ticket_id: int) -> int | None:
+    """The ticket's current claim token."""
+    return Ticket.select(Ticket.claim_token).where(Ticket.id == ticket_id).scalar()
+
+
+def store_run_report(run_id: int, token: int, fields: dict[str, Any]) -> bool:
+    """Write a report on a run still running under ``token``; False if it was already reported or the
+    attempt now belongs to another claim (fencing)."""
+    return bool(
+        WorkerRun.update(**fields)
+        .where((WorkerRun.id == run_id) & (WorkerRun.outcome == "running") & (WorkerRun.token == token))
+        .execute()
+    )
+
+
+def unapplied_reports(controller_id: int) -> list[WorkerRun]:
+    """Stored, unapplied reports of the tickets this controller holds, under their current claim,
+    oldest first, each with its ticket loaded."""
+    return list(
+        WorkerRun.select(WorkerRun, Ticket)
+        .join(Ticket)
+        .where(
+            (Ticket.claimed_by == controller_id)
+            & (WorkerRun.outcome != "running")
+            & WorkerRun.applied_at.is_null()
+            & (WorkerRun.token == Ticket.claim_token)
+        )
+        .order_by(WorkerRun.id)
+    )
+
+
+def reviews_by_sha(ticket_ids: set[int]) -> dict[tuple[int, str], ShadowReview]:
+    """The latest shadow review of each (ticket, sha) of these tickets."""
+    if not ticket_ids:
+        return {}
+    query = ShadowReview.select().where(ShadowReview.ticket.in_(ticket_ids)).order_by(ShadowReview.id)
+    return {(review.ticket_id, review.done_sha): review for review in query}
+
+
+def mark_applied(run_id: int, ticket_id: int, controller_id: int) -> bool:
+    """Mark a run's report applied, once, and only while the controller's claim on the ticket is the
+    run's (fencing). True if this call is the one that applies it."""
+    claim = Ticket.select(Ticket.claim_token).where((Ticket.id == ticket_id) & (Ticket.claimed_by == controller_id))
+    return bool(
+        WorkerRun.update(applied_at=time.time())
+        .where((WorkerRun.id == run_id) & WorkerRun.applied_at.is_null() & (WorkerRun.token == claim))
+        .execute()
+    )
+
+
+def tickets_by_key(keys: set[str]) -> dict[str, Ticket]:
+    """The tickets with these keys."""
+    return {str(t.key): t for t in Ticket.select().where(Ticket.key.in_(keys))} if keys else {}
+
+
+def orphaned_tickets(dead_controllers: list[int]) -> list[Ticket]:
+    """Active tickets nobody holds, or held by one of these gone controllers."""
+    held_by_dead = Ticket.claimed_by.in_(dead_controllers or [0])
+    return list(Ticket.select().where(Ticket.status.in_(ACTIVE) & (Ticket.claimed_by.is_null() | held_by_dead)))
+
+
+def transfer_claim(ticket: Ticket, controller_id: int, run: WorkerRun | None) -> int | None:
+    """Take over an active ticket under a new claim token (and its latest run, if it belonged to the
+    old claim). Returns the new token, or None if the ticket changed since it was read."""
+    token = ticket.claim_token + 1
+    taken = (
+        Ticket.update(claimed_by=controller_id, claim_token=token)
+        .where((Ticket.id == ticket.id) & (Ticket.claim_token == ticket.claim_token) & Ticket.status.in_(ACTIVE))
+        .execute()
+    )
+    if not taken:
+        return None
+    if run is not None and run.token == ticket.claim_token:
+        WorkerRun.update(controller=controller_id, token=token).where(WorkerRun.id == run.id).execute()
+    return token
+
+
+def requeue_unstarted(run: WorkerRun, ticket: Ticket) -> None:
+    """An attempt whose process never started: closed (applied, not a death), the ticket back to todo
+    with the feedback the attempt was given."""
+    now = time.time()
+    WorkerRun.update(outcome="died", death_reason="never started", ended_at=now, applied_at=now).where(
+        WorkerRun.id == run.id
+    ).execute()
+    Ticket.update(status="todo", claimed_by=None, pending_feedback=run.feedback, updated_at=now).where(
+        Ticket.id == ticket.id
+    ).execute()
+
+
+def note_worker_started(
+    run_id: int, ticket_id: int, pid: int, start: str, base_sha: str | None, workdir: Path, branch: str | None
+) -> None:
+    """Where and as which process a worker runs (for recovery), and the ticket's worktree and branch."""
+    update_row(WorkerRun, run_id, pid=pid, proc_start=start, base_sha=base_sha, workdir=str(workdir))
+    if branch:
+        update_row(Ticket, ticket_id, worktree=str(workdir), branch=branch)
+    else:
+        update_row(Ticket, ticket_id, worktree=str(workdir))
+
+
+def note_review_started(run_id: int, pid: int, start: str) -> None:
+    """Which process reviews the run's sha (for recovery)."""
+    update_row(WorkerRun, run_id, review_pid=pid, review_proc_start=start)
+
+
+def forget_worktree(ticket_id: int) -> None:
+    """The ticket's worktree was removed."""
+    update_row(Ticket, ticket_id, worktree=None)
+
+
+def review_ended(run_id: int) -> None:
+    """The run's reviewer is no longer running."""
+    update_row(WorkerRun, run_id, review_pid=None)
+
+
+def count_review_start(run: WorkerRun) -> None:
+    """One more start of the run's review (reviews that never finish must not loop)."""
+    WorkerRun.update(review_starts=WorkerRun.review_starts + 1).where(WorkerRun.id == run.id).execute()
+
+
+def set_done_sha(ticket_id: int, sha: str, status: str) -> None:
+    """A held ticket's reported sha, and the status it waits in."""
+    update_row(Ticket, ticket_id, done_sha=sha, status=status, updated_at=time.time())
+
+
+# -- tickets ----------------------------------------------------------------------------------------
+
+
+def ticket_by_id(ticket_id: int) -> Ticket:
+    """The ticket as the database has it now."""
+    return Ticket.get_by_id(ticket_id)
+
+
+def ticket_key(ticket_id: int | None) -> str | None:
+    """The key of the ticket with this id, or None."""
+    return Ticket.select(Ticket.key).where(Ticket.id == ticket_id).scalar()
+
+
+def add_to_counter(ticket: Ticket, name: str) -> int:
+    """Add one to a ticket counter (``death_count``, ``review_cycles``) in the store and return the new
+    value: counted by the database, so a transaction retried after a deadlock counts once."""
+    field = getattr(Ticket, name)
+    Ticket.update({field: field + 1}).where(Ticket.id == ticket.id).execute()
+    return Ticket.select(field).where(Ticket.id == ticket.id).scalar()
+
+
+def has_running_worker(ticket_id: int) -> bool:
+    """Whether a worker run of the ticket has not reported yet."""
+    return WorkerRun.select().where((WorkerRun.ticket == ticket_id) & (WorkerRun.outcome == "running")).exists()
+
+
+def unjudged_done_tickets(limit: int) -> list[Ticket]:
+    """Done tickets the operator has not judged yet, oldest first, at most ``limit``."""
+    query = Ticket.select().where((Ticket.status == "done") & (Ticket.operator_checked == False))  # noqa: E712
+    return list(query.order_by(Ticket.id).limit(limit))
+
+
+def mark_operator_checked(ticket_ids: list[int]) -> None:
+    """The operator has judged these done tickets."""
+    Ticket.update(operator_checked=True).where(Ticket.id.in_(ticket_ids)).execute()
+
+
+# -- facts about the store itself ------------------------------------------------------------------
+
+
+def meta_value(key: str) -> str | None:
+    """The store-wide fact ``key`` (e.g. the cluster kill-switch flag), or None."""
+    row = Meta.get_or_none(Meta.key == key)
+    return None if row is None else row.value
+
+
+def set_meta(key: str, value: str | None) -> None:
+    """Set (or, with None, remove) the store-wide fact ``key``."""
+    Meta.delete().where(Meta.key == key).execute()
+    if value is not None:
+        Meta.insert(key=key, value=value).execute()
