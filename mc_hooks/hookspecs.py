@@ -111,7 +111,9 @@ def on_ticket_event(ticket: Ticket | None, event: Event, controller: Controller)
     not stop the others. Events a plugin records from here are not passed to this hook again.
 
     :param ticket: the ticket the event concerns, or None for loop-wide events.
-    :param event: ``action``, ``actor``, ``kind`` (report, action, veto, manual, error, host),
-        ``detail`` and ``created_at``.
+    :param event: ``action`` (one of the constants in :mod:`mc_hooks.events` for the host's own events),
+        ``actor``, ``kind`` (report, action, veto, manual, error, host), ``data`` (the action's structured
+        facts, as documented beside its constant), ``detail`` (prose for people: never parse it) and
+        ``created_at``.
     :param controller: the host facade.
     """

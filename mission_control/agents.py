@@ -8,11 +8,15 @@ runtime feeds it on stdin. docs/agents.md lists the exact argv and why each part
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
+from mission_control import ticket_runtime as rt
 from mission_control.config import AgentSettings
 
 HEAD_SCAN = 256 << 10  # the CLI's first lines (its session) are near the start
@@ -111,7 +115,20 @@ class ClaudeCode:
         """Environment for the CLI on top of the controller's (the profile's ``env`` wins)."""
         return {**self.base_env, **dict(settings.env)}
 
-    def report(self, stdout_path: str | os.PathLike[str]) -> AgentReport:
+    def prepare_state(self, env: Mapping[str, str]) -> list[Path]:
+        """Where the CLI keeps its own state under the run's HOME, created if missing so a sandbox can
+        let the run write it: ``~/.claude`` (sessions, so later runs resume) and ``~/.claude.json``."""
+        home = Path(env.get("HOME") or Path.home())
+        (home / ".claude").mkdir(mode=0o700, parents=True, exist_ok=True)
+        settings = home / ".claude.json"
+        if not settings.exists():
+            with contextlib.suppress(FileExistsError):
+                fd = os.open(settings, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                os.write(fd, b"{}\n")
+                os.close(fd)
+        return [home / ".claude", settings]
+
+    def report(self, stdout_path: rt.Output) -> AgentReport:
         """Read the run's stream: the session from the first lines, the final result from the last."""
         head, tail = _read_ends(stdout_path)
         session = None
@@ -152,9 +169,12 @@ def preset(settings: AgentSettings) -> ClaudeCode | None:
     return PRESETS[settings.agent] if settings.agent else None
 
 
-def _read_ends(path: str | os.PathLike[str]) -> tuple[bytes, bytes]:
+def _read_ends(source: rt.Output) -> tuple[bytes, bytes]:
+    handle = rt.open_output(source)
+    if handle is None:
+        return b"", b""
     try:
-        with open(path, "rb") as handle:
+        with handle:
             head = handle.read(HEAD_SCAN)
             size = handle.seek(0, os.SEEK_END)
             handle.seek(max(0, size - TAIL_SCAN))

@@ -59,6 +59,7 @@ class AgentSettings:
     allowed_tools: tuple[str, ...] = ()
     timeout: float = 3600.0
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    writable_paths: tuple[str, ...] = ()  # what a sandboxed run may write besides its worktree (absolute)
 
     @property
     def program(self) -> str | None:
@@ -99,6 +100,7 @@ class Config:
     operator: OperatorSettings
     plugins: dict[str, dict[str, Any]]
     keep_worktrees: bool = False
+    sandbox: str = "auto"  # auto (on where bubblewrap works) | on | off
     max_workers: int = 2
     poll_interval: float = 1.0
     grace_period: float = 30.0
@@ -179,7 +181,18 @@ def _agent_settings(section: Section, placeholders: frozenset[str], timeout: flo
         "allowed_tools": tuple(section.text_list("allowed_tools", []) or []),
         "timeout": section.number("timeout", timeout),
         "stall_timeout": section.number("stall_timeout", DEFAULT_STALL_TIMEOUT),
+        "writable_paths": _absolute_paths(section, "writable_paths"),
     }
+
+
+def _absolute_paths(section: Section, key: str) -> tuple[str, ...]:
+    paths = []
+    for index, text in enumerate(section.text_list(key, []) or []):
+        path = Path(text).expanduser()
+        if not path.is_absolute():
+            raise section.error(f"{key}[{index}]", "an absolute path (or one starting with ~)", text)
+        paths.append(str(path))
+    return tuple(paths)
 
 
 def _database(value: str, root: Path, section: Section) -> str:
@@ -265,6 +278,7 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
         operator=operator,
         plugins=plugins,
         keep_worktrees=top.flag("keep_worktrees", False),
+        sandbox=top.text("sandbox", "auto", "auto|on|off", "auto, on or off"),
         max_workers=top.integer("max_workers", 2, minimum=1),
         poll_interval=top.number("poll_interval", 1.0),
         grace_period=top.number("grace_period", 30.0, strict=False),

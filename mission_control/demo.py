@@ -38,16 +38,25 @@ STORIES = (
 )
 
 
-def demo_config(root: Path) -> Path:
-    """Write a config.yaml using the bundled scripted agent and reviewer."""
+def demo_config(root: Path, state: Path) -> Path:
+    """Write a config.yaml using the bundled scripted agent and reviewer, which keep their state in
+    ``state`` (outside the MC root, which a sandboxed run cannot see)."""
     python = sys.executable
+    writable = [str(state)]
     config = {
         "database": "mc.db",
         "escalation": {"owner": "elmar"},
         "max_workers": 4,
         "poll_interval": 0.2,
-        "workers": {"default": {"command": [python, str(SCRIPTS / "agent.py")], "timeout": 60}},
-        "reviewer": {"enabled": True, "command": [python, str(SCRIPTS / "reviewer.py"), "{sha}"], "timeout": 60},
+        "workers": {
+            "default": {"command": [python, str(SCRIPTS / "agent.py")], "timeout": 60, "writable_paths": writable}
+        },
+        "reviewer": {
+            "enabled": True,
+            "command": [python, str(SCRIPTS / "reviewer.py"), "{sha}"],
+            "timeout": 60,
+            "writable_paths": writable,
+        },
         "operator": {"weak_patterns": [r"(?i)\bTODO\b"], "interval": 3600},
         "plugins": {
             name: {"enabled": True} for name in ("review_loop", "dead_worker_retry", "operator_guard", "killswitch")
@@ -96,13 +105,12 @@ def _show(keys: list[str], controller: Controller) -> None:
 def run_demo(keep: bool = False) -> int:
     """Run the demo; returns 0. With ``keep`` the MC root stays and its path is printed."""
     root = Path(tempfile.mkdtemp(prefix="mc-demo-"))
-    state = root / "agent-state"
-    state.mkdir()
+    state = Path(tempfile.mkdtemp(prefix="mc-demo-agent-state-"))
     saved = {k: os.environ.get(k) for k in ("MC_DEMO_STATE", "MC_KILLSWITCH", "MC_ORCH_SHADOW_REVIEW")}
     os.environ["MC_DEMO_STATE"] = str(state)
     os.environ.pop("MC_KILLSWITCH", None)
     try:
-        config_path = demo_config(root)
+        config_path = demo_config(root, state)
         config = load_config(config_path, env={})
         open_database(config.database, create=True)
         init_schema()
@@ -165,4 +173,5 @@ def run_demo(keep: bool = False) -> int:
             print(f"\nkept {root}: try `mc --config {root / 'config.yaml'} ticket show MC-2`")
         else:
             shutil.rmtree(root, ignore_errors=True)
+            shutil.rmtree(state, ignore_errors=True)
     return 0

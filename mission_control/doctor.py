@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 
 from mc_hooks.settings import ConfigError
+from mission_control import sandbox
 from mission_control.config import AgentSettings, Config, load_config
 from mission_control.store import StoreError
 from mission_control.store.connection import close_database, open_database
@@ -44,9 +45,26 @@ def outdated_claude_command(settings: AgentSettings) -> bool:
     return bool(command) and os.path.basename(command[0]) == "claude" and "--session-id" in command
 
 
+def sandbox_line(config: Config) -> tuple[bool, str]:
+    """Whether the config's ``sandbox`` setting can be honoured here, and what runs get, in one line.
+    ``auto`` without a working bubblewrap passes, but says plainly that runs are not sandboxed."""
+    why_not = sandbox.works()
+    if config.sandbox == "off":
+        return True, "sandbox: off in config.yaml; runs can read and write all the controller can"
+    if why_not is None:
+        return True, "sandbox: on (bubblewrap); each run sees only its worktree, its repo's .git and its agent's state"
+    if config.sandbox == "on":
+        return False, f"sandbox: on in config.yaml, but {why_not}; install bubblewrap or set sandbox: auto"
+    return True, f"sandbox: OFF ({why_not}); runs can read and write all the controller can (install bubblewrap)"
+
+
 def missing_executables(config: Config) -> list[str]:
-    """One line per configured worker profile or reviewer whose program cannot be found."""
+    """One line per problem that stops `mc run` before it starts: a worker profile's or the reviewer's
+    program that cannot be found, or ``sandbox: on`` where bubblewrap cannot build one."""
     problems = []
+    usable, line = sandbox_line(config)
+    if not usable:
+        problems.append(f"{config.file}: {line}")
     for where, settings in _profiles(config):
         program = settings.program
         if program and resolve(program) is None:
@@ -106,6 +124,7 @@ def checks(explicit: str | None) -> Iterator[tuple[bool, str]]:
             yield True, f"{where}: {settings.agent} at {path}, {_version(path)}"
         else:
             yield True, f"{where}: {path}"
+    yield sandbox_line(config)
     version = git(".", "--version")
     if version.returncode == 0:
         yield True, f"git: {version.stdout.strip()}"

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mission_control import agents, prompts, worktrees
+from mission_control import agents, prompts, sandbox, worktrees
 from mission_control import ticket_runtime as rt
 from mission_control.config import AgentSettings, Config
 from mission_control.store import queries
@@ -62,10 +62,45 @@ def history(run: WorkerRun) -> History:
     return History(session, last_death)
 
 
+# The controller's own settings and database credentials never reach a run.
+CONTROLLER_ONLY = frozenset(
+    {"MC_CONFIG", "MC_DATABASE_URL", "MC_HOST", "MC_KILLSWITCH", "MC_ORCH_SHADOW_REVIEW", "DATABASE_URL"}
+)
+
+
 def _env(settings: AgentSettings, preset: agents.ClaudeCode | None, values: dict[str, str]) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("MC_CONFIG", "MC_DATABASE_URL")}
+    base = {k: v for k, v in os.environ.items() if k not in CONTROLLER_ONLY and not k.startswith("PG")}
     extra = preset.env(settings) if preset else dict(settings.env)
     return {**base, **extra, **values}
+
+
+def _sandboxed(
+    config: Config,
+    key: str,
+    launch: Launch,
+    preset: agents.ClaudeCode | None,
+    settings: AgentSettings,
+    writable: tuple[Path, ...],
+    readable: tuple[Path, ...],
+) -> Launch:
+    """``launch`` inside a sandbox, where the config's ``sandbox`` setting asks for one: its workspace
+    and ``writable`` (plus a private TMPDIR, the preset's state and the profile's ``writable_paths``)
+    writable, ``readable`` readable, the MC root and the store hidden."""
+    if not sandbox.enabled(config.sandbox):
+        return launch
+    tmp = worktrees.run_tmp(config.root, key)
+    state = preset.prepare_state(launch.env) if preset is not None else []
+    store = Path(config.database)
+    outside = config.is_sqlite and not store.is_relative_to(config.root)
+    hidden_files = tuple(Path(f"{store}{suffix}") for suffix in ("", "-wal", "-shm")) if outside else ()
+    mounts = sandbox.Mounts(
+        writable=(*writable, tmp, *state, *(Path(p) for p in settings.writable_paths)),
+        readable=readable,
+        hidden=(config.root,),
+        hidden_files=hidden_files,
+    )
+    argv = sandbox.wrap(launch.argv, launch.cwd, mounts)
+    return replace(launch, argv=argv, env={**launch.env, "TMPDIR": str(tmp)})
 
 
 def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: History) -> Launch:
@@ -110,7 +145,7 @@ def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: His
         argv = preset.worker_argv(profile, resume=past.session)
     else:
         argv = prompts.render(profile.command or (), values)
-    return Launch(
+    plan = Launch(
         argv,
         _env(profile, preset, env),
         workspace.path,
@@ -121,6 +156,10 @@ def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: His
         profile.stall_timeout,
         workspace,
     )
+    git_dir = worktrees.git_dir(ticket.repo) if ticket.repo else None
+    writable = (workspace.path, *([git_dir] if git_dir else []))
+    readable = () if preset is not None else (prompt_file,)  # a preset reads its prompt on stdin
+    return _sandboxed(config, ticket.key, plan, preset, profile, writable, readable)
 
 
 def workspace_of(config: Config, ticket: Ticket, run: WorkerRun) -> Workspace:
@@ -178,7 +217,7 @@ def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch
         argv = preset.reviewer_argv(settings)
     else:
         argv = prompts.render(settings.command or (), values)
-    return Launch(
+    plan = Launch(
         argv,
         _env(settings, preset, env),
         cwd,
@@ -189,6 +228,9 @@ def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch
         settings.stall_timeout,
         Workspace(cwd, None, sha, repo),
     )
+    git_dir = worktrees.git_dir(repo) if repo else None
+    readable = (cwd, worker_prompt, *([git_dir] if git_dir else []))
+    return _sandboxed(config, ticket.key, plan, preset, settings, (), readable)
 
 
 def start(kind: str, run: WorkerRun, launch: Launch) -> rt.Process:

@@ -37,8 +37,11 @@ class WorkerOutcome:
         self.sha, self.death, self.refused_by = None, Death.of(reason), plugin or "host"
 
 
-def tail_of(stdout: Path) -> str:
-    """The end of a run's stdout and stderr, for the death record."""
+def tail_of(stdout: Path, process: rt.Process | None = None) -> str:
+    """The end of a run's stdout and stderr, for the death record (through the controller's own
+    descriptors while it has them)."""
+    if process is not None:
+        return (rt.read_tail(process.stdout) + rt.read_tail(process.stderr))[-TAIL:]
     return (rt.read_tail(stdout) + rt.read_tail(stdout.with_suffix(".err")))[-TAIL:]
 
 
@@ -46,9 +49,10 @@ def worker(profile: AgentSettings, stdout: Path, workspace: Workspace, process: 
     """Read a finished worker run. ``process`` is None when it ended while no controller watched it
     (recovery): its exit status is unknown, so only what it wrote counts."""
     preset = agents.preset(profile)
-    outcome = _preset_worker(preset, stdout, workspace, process) if preset else _command_worker(stdout, process)
+    source = process.stdout if process is not None else stdout
+    outcome = _preset_worker(preset, source, workspace, process) if preset else _command_worker(source, process)
     if outcome.death is not None:
-        outcome.tail = tail_of(stdout)
+        outcome.tail = tail_of(stdout, process)
     return outcome
 
 
@@ -58,7 +62,7 @@ def _death_of(process: rt.Process | None, default: str) -> Death:
     return Death.of(rt.describe_death(process), process.exit_code, process.signal, process.timed_out)
 
 
-def _command_worker(stdout: Path, process: rt.Process | None) -> WorkerOutcome:
+def _command_worker(stdout: rt.Output, process: rt.Process | None) -> WorkerOutcome:
     cut_short = process is not None and (process.timed_out or process.stalled)
     sha = None if cut_short else rt.find_sentinel(stdout)
     if sha is not None:
@@ -67,7 +71,7 @@ def _command_worker(stdout: Path, process: rt.Process | None) -> WorkerOutcome:
 
 
 def _preset_worker(
-    preset: agents.ClaudeCode, stdout: Path, workspace: Workspace, process: rt.Process | None
+    preset: agents.ClaudeCode, stdout: rt.Output, workspace: Workspace, process: rt.Process | None
 ) -> WorkerOutcome:
     said = preset.report(stdout)
     outcome = WorkerOutcome(agent=said)
@@ -94,7 +98,9 @@ def _preset_worker(
     return outcome
 
 
-def read_review(settings: AgentSettings, stdout: Path) -> tuple[tuple[str, list[str], list[str]] | None, AgentReport]:
+def read_review(
+    settings: AgentSettings, stdout: rt.Output
+) -> tuple[tuple[str, list[str], list[str]] | None, AgentReport]:
     """The verdict a reviewer run wrote, if any (its last JSON verdict line, or a preset's structured
     output), and what its agent CLI reported."""
     preset = agents.preset(settings)
@@ -116,7 +122,7 @@ def review(
         failure = process.stopped
     elif process.signal is not None or (process.exit_code or 0) != 0:
         failure = rt.describe_death(process)
-    parsed, said = read_review(settings, stdout)
+    parsed, said = read_review(settings, process.stdout)
     if said.is_error:
         failure = f"the agent reported an error: {said.error}"
     return shadow_reviewer.judge(parsed, failure), said

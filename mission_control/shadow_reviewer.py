@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from mission_control import ticket_runtime as rt
 from mission_control.store import audit
 from mission_control.store.models import VERDICTS, ShadowReview
 
@@ -39,14 +40,16 @@ def clean_verdict(obj: object) -> tuple[str, list[str], list[str]] | None:
     return obj["verdict"], reasons, gaps
 
 
-def parse_verdict(stdout_path: str | os.PathLike[str]) -> tuple[str, list[str], list[str]] | None:
+def parse_verdict(stdout: rt.Output) -> tuple[str, list[str], list[str]] | None:
     """(verdict, reasons, gaps) from the last verdict line of the reviewer's stdout, or None."""
+    handle = rt.open_output(stdout)
+    if handle is None:
+        return None
     try:
-        with open(stdout_path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
+        with handle:
+            size = handle.seek(0, os.SEEK_END)
             handle.seek(max(0, size - TAIL_SCAN))
-            data = handle.read()
+            data = handle.read(TAIL_SCAN)
     except OSError:
         return None
     for raw in reversed(data.splitlines()):

@@ -13,50 +13,111 @@ import os
 import re
 import selectors
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from mission_control.text import utf8_safe
 
 SENTINEL = re.compile(rb"DONE: ([0-9a-fA-F]{7,40})[ \t\r]*")
 SENTINEL_MAX = 64  # no sentinel line is longer than this
 CHUNK = 1 << 20
+SCAN_MAX = 16 << 20  # the DONE line is near the end: read at most the last 16 MiB
 TAIL_BYTES = 4096
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) readable by the owner only."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create ``path`` (and parents) readable by the owner only. Whatever a run may have left in its
+    place (a file, a symlink) is moved aside, never followed and never a reason to fail every start."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        _move_aside(path)
+        path.mkdir(mode=0o700)
+    if path.is_symlink():
+        _move_aside(path)
+        path.mkdir(mode=0o700)
     return path
 
 
+def _move_aside(path: Path) -> None:
+    path.rename(path.with_name(f"{path.name}.moved-aside-{time.time_ns()}"))
+
+
 def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to a new owner-only file."""
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    """Write ``text`` as a new owner-only file at ``path``, replacing what is there without following
+    it (a symlink a run left there is replaced, its target untouched). Text that UTF-8 cannot carry
+    (lone surrogates) is written as U+FFFD."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(utf8_safe(text))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _open_log(path: Path) -> int:
-    return os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    """A new log file at ``path``, created by the controller itself (never a file or link a run left
+    there: that is moved aside first)."""
+    flags = os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags, 0o600)
+    except FileExistsError:
+        _move_aside(path)
+        return os.open(path, flags, 0o600)
 
 
-def find_sentinel(path: str | os.PathLike[str]) -> str | None:
+# A run's output: the controller's own descriptor of the file it created, or (a run it adopted after a
+# crash) the file's path.
+Output = int | str | os.PathLike[str]
+
+
+def open_output(source: Output) -> BinaryIO | None:
+    """Open a run's output for reading, or None. Through the controller's own descriptor when it has
+    one (a fresh description of the same file, so renaming or replacing the path changes nothing);
+    by path otherwise, without following a link and without blocking (a FIFO). Only a regular file
+    is read: not a FIFO, a device such as ``/dev/zero``, or a directory."""
+    try:
+        if isinstance(source, int):
+            fd = os.open(f"/proc/self/fd/{source}", os.O_RDONLY | os.O_CLOEXEC)
+        else:
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return os.fdopen(fd, "rb")
+    except OSError:
+        os.close(fd)
+        return None
+
+
+def find_sentinel(source: Output) -> str | None:
     """The sha of the last ``DONE: <sha>`` line in the file, lowercased, or None.
 
-    Reads in chunks and keeps at most :data:`SENTINEL_MAX` bytes of a partial line, so memory is
-    bounded whatever the file holds (a 100 MB line without a newline included).
+    Reads at most the last :data:`SCAN_MAX` bytes, in chunks, keeping at most :data:`SENTINEL_MAX`
+    bytes of a partial line, so memory is bounded whatever the file holds (a 100 MB line included).
     """
     found: str | None = None
     carry = b""
     skipping = False  # inside a line already too long to be a sentinel
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
-    except OSError:
+    handle = open_output(source)
+    if handle is None:
         return None
     with handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - SCAN_MAX))
+        skipping = size > SCAN_MAX  # started mid-file: the first partial line is not a sentinel
         while chunk := handle.read(CHUNK):
             if skipping:
                 newline = chunk.find(b"\n")
@@ -75,14 +136,16 @@ def find_sentinel(path: str | os.PathLike[str]) -> str | None:
     return found
 
 
-def read_tail(path: str | os.PathLike[str], size: int = TAIL_BYTES) -> str:
-    """The last ``size`` bytes of a file as text (invalid UTF-8 replaced), or ''."""
+def read_tail(source: Output, size: int = TAIL_BYTES) -> str:
+    """The last ``size`` bytes of a run's output as text (invalid UTF-8 replaced), or ''."""
+    handle = open_output(source)
+    if handle is None:
+        return ""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            end = handle.tell()
+        with handle:
+            end = handle.seek(0, os.SEEK_END)
             handle.seek(max(0, end - size))
-            return handle.read().decode("utf-8", errors="replace").replace("\x00", "\\0")
+            return handle.read(size).decode("utf-8", errors="replace").replace("\x00", "\\0")
     except OSError:
         return ""
 
@@ -174,6 +237,23 @@ class Process:
     output_size: int = -1
     grew_at: float = field(default_factory=time.time)
 
+    @property
+    def stdout(self) -> Output:
+        """Where to read its stdout: the controller's own descriptor of the file, or its path."""
+        return self.output_fds[0] if self.output_fds else self.stdout_path
+
+    @property
+    def stderr(self) -> Output:
+        """Where to read its stderr, like :attr:`stdout`."""
+        return self.output_fds[1] if len(self.output_fds) > 1 else self.stdout_path.with_suffix(".err")
+
+    def release(self) -> None:
+        """Close the controller's descriptors of its output (once its report is read)."""
+        for fd in self.output_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.output_fds = []
+
     def stall_deadline(self) -> float | None:
         """When to look whether the output grew, or None when stalls are not watched."""
         if self.stall_timeout is None or not self.output_fds or self.kill_at is not None:
@@ -237,16 +317,18 @@ def spawn(
             start_new_session=True,
             close_fds=True,
         )
-    finally:
+    except BaseException:
         os.close(out_fd)
         os.close(err_fd)
+        raise
+    finally:
         if stdin_path is not None:
             os.close(in_fd)
     process = Process(
         kind, run_id, ticket_id, popen.pid, proc_start_time(popen.pid), stdout_path, time.time() + timeout, popen=popen
     )
     process.stall_timeout = stall_timeout
-    process.output_fds = _watch_fds(stdout_path, stderr_path)
+    process.output_fds = [out_fd, err_fd]  # the files it created: read through these, never by path again
     process.output_grew(time.time())  # the sizes it starts from
     return process
 
@@ -312,6 +394,7 @@ class Watcher:
     def forget(self, process: Process) -> None:
         """Stop watching ``process`` without touching it (another controller watches it now)."""
         self._drop(process)
+        process.release()
 
     def _drop(self, process: Process) -> None:
         self.processes.pop(process.key, None)
@@ -319,9 +402,6 @@ class Watcher:
             self.selector.unregister(process.pidfd)
             os.close(process.pidfd)
             process.pidfd = None
-        for fd in process.output_fds:
-            os.close(fd)
-        process.output_fds = []
 
     def enforce_deadlines(self, now: float) -> None:
         """Stop processes past their timeout, or whose output has not grown for their stall timeout:
@@ -350,7 +430,8 @@ class Watcher:
         return min(times) if times else None
 
     def wait(self, timeout: float) -> list[Process]:
-        """Wait up to ``timeout`` seconds; return the processes that exited (no longer watched)."""
+        """Wait up to ``timeout`` seconds; return the processes that exited (no longer watched; their
+        output descriptors stay open until the caller has read their report and calls ``release``)."""
         deadline = self.next_deadline()
         if deadline is not None:
             timeout = max(0.0, min(timeout, deadline - time.time()))
@@ -374,8 +455,10 @@ class Watcher:
         return exited
 
     def close(self) -> None:
+        """Stop watching everything (the processes go on) and release the watcher's descriptors."""
         for process in list(self.processes.values()):
             self._drop(process)
+            process.release()
         self.selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GIT_TIMEOUT = 60
+# A run can write its repo's .git (it commits there): hooks and an fsmonitor it plants there must never
+# run as the controller, outside any sandbox, when the controller runs git on the repo.
+HARDENED = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 SCRATCH_IDENTITY = ("-c", "user.name=Mission Control", "-c", "user.email=mission-control@localhost")
 MAX_LEFTOVERS = 50
 
@@ -36,8 +39,9 @@ class Workspace:
 
 
 def git(cwd: str | Path, *args: str, timeout: float = GIT_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    """Run ``git -C cwd ARGS`` (argv only, no prompts); a missing git or a timeout is returncode 127/124."""
-    argv = ["git", "-C", str(cwd), *args]
+    """Run ``git -C cwd ARGS`` (argv only, no prompts, no hooks or fsmonitor a run could have planted); a
+    missing git or a timeout is returncode 127/124."""
+    argv = ["git", *HARDENED, "-C", str(cwd), *args]
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=env)
@@ -58,6 +62,20 @@ def head(path: str | Path) -> str | None:
     """The commit checked out at ``path``, or None if it is not a git work tree (or has no commit)."""
     result = git(path, "rev-parse", "--verify", "-q", "HEAD")
     return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def git_dir(repo: str | Path) -> Path | None:
+    """The repository's own git directory (shared by its worktrees), or None."""
+    result = git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")
+    return Path(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip() else None
+
+
+def run_tmp(root: Path, key: str) -> Path:
+    """A sandboxed run's private temporary directory (``TMPDIR``), emptied for each run."""
+    path = root / "worktrees" / f"{key}.tmp"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o700, parents=True)
+    return path
 
 
 def default_branch(key: str) -> str:

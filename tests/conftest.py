@@ -33,8 +33,11 @@ class McRoot:
 
     def __init__(self, path: Path, **overrides: Any) -> None:
         self.path = path
-        self.state = path / "agent-state"
+        # The scripted agents' state lives outside the MC root, as a user's tools would: a sandboxed run
+        # sees none of the MC root, and may write this directory because the profiles list it.
+        self.state = path.with_name(f"{path.name}-agent-state")
         self.state.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
         self.config = {
             "database": "mc.db",
             "max_workers": 2,
@@ -60,7 +63,13 @@ class McRoot:
         return self.path / "config.yaml"
 
     def write_config(self) -> None:
-        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
+        # Scripted workers write their state and what they saw beside the MC root (the test's directory):
+        # the sandbox lets them, and still hides the MC root inside it.
+        config = json.loads(json.dumps(self.config))
+        for profile in [*config.get("workers", {}).values(), config.get("reviewer", {})]:
+            if isinstance(profile, dict) and "command" in profile:
+                profile.setdefault("writable_paths", [str(self.path.parent)])
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
     def env(self, **extra: str) -> dict[str, str]:
         return clean_env(MC_DEMO_STATE=str(self.state), **extra)
@@ -253,7 +262,7 @@ class AgentRoot(McRoot):
 
     def __init__(self, path: Path, cli: str, server: Any, database: str = "mc.db", **overrides: Any) -> None:
         self.cli, self.server = cli, server
-        self.home = path / "home"
+        self.home = path.with_name(f"{path.name}-home")  # the user's HOME: outside the MC root
         self.home.mkdir(parents=True)
         preset = {"agent": "claude-code", "executable": cli, "timeout": 120, "stall_timeout": 60}
         settings: dict[str, Any] = {

@@ -259,3 +259,27 @@ def test_a_session_the_cli_no_longer_has_is_started_afresh(sqlite_root: AgentRoo
     assert "No conversation found with session ID" in lost["reason"]
     assert ticket["status"] == "done" and fresh["session"] not in (None, first["session"])
     assert root.server.requests_for(worker_of(key))[1].tool_uses == []  # a new conversation
+
+
+def test_claude_code_in_the_sandbox_cannot_read_the_mc_root_or_see_the_controller(
+    sqlite_root: AgentRoot, repo: Path
+) -> None:
+    from mission_control import sandbox
+
+    if sandbox.works() is not None:
+        pytest.skip(f"no sandbox here: {sandbox.works()}")
+    root = sqlite_root
+    root.config["workers"]["default"]["allowed_tools"] = ["Bash(python3:*)", "Bash(ps:*)"]
+    root.write_config()
+    key = root.mc("ticket", "add", "Peek", "--repo", str(repo)).stdout.strip()
+    peek = 'python3 -c "import os; print(os.listdir(\'%s\'))"' % root.path  # what the agent sees of the root
+    steps = [bash(peek), bash("ps -e -o pid=,args="), *commit("a.txt", "a\n", "a")]
+    root.server.script([*steps, text("Done.")], match=worker_of(key))
+    root.server.script([verdict("pass")], match=reviewer_of(key))
+
+    root.run()
+
+    assert root.show(key)["status"] == "done"
+    results = root.server.requests_for(worker_of(key))[-1].tool_results
+    assert results[0].strip() == "['worktrees']"  # the MC root is empty inside the sandbox but for the path in
+    assert "mission_control" not in results[1] and "claude" in results[1]  # only the run's own processes

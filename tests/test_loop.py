@@ -18,7 +18,7 @@ from mission_control.mc_pickup import Pickup
 from mission_control.store import queries
 from mission_control.store.connection import close_database, open_database
 from mission_control.store.migration import init_schema
-from mission_control.store.models import ControllerProcess, Escalation, Event, Ticket, WorkerRun
+from mission_control.store.models import ControllerProcess, Escalation, Event, ShadowReview, Ticket, WorkerRun
 
 SHA = "abc1234def5678"
 
@@ -127,3 +127,22 @@ def test_an_attempt_its_dead_controller_never_started_goes_back_to_todo_without_
     assert "attempt 1 never started; back to todo" in [
         e.detail for e in Event.select().where(Event.action == "recover")
     ]
+
+
+def test_a_reviewer_line_with_a_lone_surrogate_is_stored_and_the_loop_goes_on(config: Config) -> None:
+    """Hostile item 7: ``\\ud800`` in a verdict crashed every restart with UnicodeEncodeError."""
+    ticket = add(config, "pass")
+
+    def surrogate_reviewer(kind: str, run: WorkerRun, plan: Launch) -> tuple[int, str]:
+        if kind == "worker":
+            return by_title(kind, run, plan)
+        return 0, '{"verdict": "fail", "reasons": ["bad \\ud800 byte"], "gaps": ["fix \\udfff"]}\n'
+
+    assert run_until_idle(config, ScriptedStarts(surrogate_reviewer)) == 0
+    first = ShadowReview.select().where(ShadowReview.ticket == ticket.id).order_by(ShadowReview.id).first()
+    assert (first.verdict, first.reasons) == ("fail", ["bad \ud800 byte"])  # kept exactly, as JSON escapes
+    verdicts = [e.detail for e in Event.select().where(Event.action == "verdict")]
+    assert verdicts[0] == "fail for abc1234def56: bad \ufffd byte"  # the audit text as UTF-8 can carry it
+    second_prompt = (config.root / "logs" / ticket.key / "2.prompt.md").read_text(encoding="utf-8")
+    assert "fix \ufffd" in second_prompt
+    assert Ticket.get_by_id(ticket.id).status == "needs_input"  # the review loop ran to its limit

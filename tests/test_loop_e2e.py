@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -114,10 +115,10 @@ def test_sentinel_scan_keeps_memory_bounded_on_a_100mb_line(tmp_path: Path) -> N
 
 
 def test_timed_out_worker_is_killed_with_its_process_group(mc_root: McRoot, tmp_path: Path) -> None:
-    pidfile = tmp_path / "child.pid"
+    marker = f"mc-test-child-{uuid.uuid4().hex}"  # pids differ inside a sandbox: find the child by its argv
     code = (
-        "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']);"
-        " open(%r, 'w').write(str(p.pid)); time.sleep(600)" % str(pidfile)
+        "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', %r]);"
+        " time.sleep(600)" % marker
     )
     set_worker(mc_root, py(code), timeout=1)
     mc_root.config["plugins"]["dead_worker_retry"] = {"enabled": False}
@@ -127,11 +128,20 @@ def test_timed_out_worker_is_killed_with_its_process_group(mc_root: McRoot, tmp_
     ticket = mc_root.show(key)
     assert ticket["status"] == "needs_input"
     assert worker_runs(ticket)[0]["timed_out"] is True and worker_runs(ticket)[0]["death_reason"] == "timed out"
-    child = int(pidfile.read_text())
-    wait_for(
-        lambda: not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2],
-        timeout=10,
-    )
+    wait_for(lambda: not running_with_arg(marker), timeout=10)
+
+
+def running_with_arg(arg: str) -> bool:
+    """Whether a live (not zombie) process has ``arg`` in its argv."""
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if arg.encode() in argv and state != "Z":
+            return True
+    return False
 
 
 def test_broken_reviewer_never_passes_a_ticket(mc_root: McRoot) -> None:

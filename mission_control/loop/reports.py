@@ -46,6 +46,7 @@ class Reports:
                 judged.append((run, run.ticket, *verdict, said))
             else:
                 reports.append((run, self.worker_outcome(run, process)))
+            process.release()  # read: the controller's descriptors of its output can go
         self.store(reports, judged)
 
     def worker_outcome(self, run: WorkerRun, process: rt.Process | None) -> outcomes.WorkerOutcome:
@@ -58,7 +59,7 @@ class Reports:
             problem = self.verify(ticket, outcome.sha, run.base_sha)
             if problem:
                 outcome.refuse(str(problem), getattr(problem, "plugin", ""))
-                outcome.tail = outcomes.tail_of(Path(run.log_path))
+                outcome.tail = outcomes.tail_of(Path(run.log_path), process)
         return outcome
 
     def store(self, reports: list[tuple[WorkerRun, outcomes.WorkerOutcome]], judged: list[Judged]) -> None:

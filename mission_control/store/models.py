@@ -12,11 +12,38 @@ from typing import Any, cast
 
 import peewee as pw
 
+from mission_control.text import utf8_safe
+
 STATUSES = ("todo", "in_progress", "in_review", "done", "needs_input")
 VERDICTS = ("pass", "fail", "uncertain")
 ACTIVE = ("in_progress", "in_review")
 
 db = pw.DatabaseProxy()
+
+
+def storable(value: Any) -> Any:
+    """Text as every store can keep it: lone surrogates (from JSON escapes like ``\\ud800``) become U+FFFD
+    and NUL (which PostgreSQL refuses) becomes the two characters ``\\0``. Anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    if "\x00" in value:
+        value = value.replace("\x00", "\\0")
+    return utf8_safe(value)
+
+
+class Text(pw.TextField):
+    """A text column that stores any Python string (see :func:`storable`): text from tickets and agents
+    is untrusted, and one unstorable character must not crash the controller on every restart."""
+
+    def db_value(self, value: Any) -> Any:
+        return super().db_value(storable(value))
+
+
+class Char(pw.CharField):
+    """A short text column with the same guarantee as :class:`Text`."""
+
+    def db_value(self, value: Any) -> Any:
+        return super().db_value(storable(value))
 
 
 class BaseModel(pw.Model):
@@ -30,32 +57,32 @@ class BaseModel(pw.Model):
 class Meta(BaseModel):
     """Key/value facts about the database itself (its id, schema version, flags)."""
 
-    key = pw.CharField(primary_key=True, max_length=64)
-    value = pw.TextField()
+    key = Char(primary_key=True, max_length=64)
+    value = Text()
 
 
 class Ticket(BaseModel):
     # NULL only inside the transaction that inserts the ticket (new_ticket gives it its key): a str to readers.
-    key = cast("pw.CharField[str]", pw.CharField(max_length=40, unique=True, null=True))
-    title = pw.TextField()
-    body = pw.TextField(default="")
-    repo = pw.TextField(null=True)
-    worker = pw.CharField(max_length=64, default="default")
-    branch = pw.TextField(null=True)
-    status = pw.CharField(max_length=16, default="todo", index=True)
+    key = cast("pw.CharField[str]", Char(max_length=40, unique=True, null=True))
+    title = Text()
+    body = Text(default="")
+    repo = Text(null=True)
+    worker = Char(max_length=64, default="default")
+    branch = Text(null=True)
+    status = Char(max_length=16, default="todo", index=True)
     review_cycles = pw.IntegerField(default=0)
     death_count = pw.IntegerField(default=0)
     attempts = pw.IntegerField(default=0)
-    done_sha = pw.CharField(max_length=40, null=True)
+    done_sha = Char(max_length=40, null=True)
     # Reviewer feedback waiting for the next dispatch (JSON {"sha", "reasons", "gaps"}).
-    pending_feedback = pw.TextField(null=True)
+    pending_feedback = Text(null=True)
     # The controller responsible for the ticket's in-flight work, and the fencing token of its claim.
     claimed_by = pw.IntegerField(null=True, index=True)
     claim_token = pw.IntegerField(default=0)
     operator_checked = pw.BooleanField(default=False)
     created_at = pw.DoubleField(default=time.time)
     updated_at = pw.DoubleField(default=time.time)
-    worktree = pw.TextField(null=True)  # where its runs work (removed when done, for repo tickets)
+    worktree = Text(null=True)  # where its runs work (removed when done, for repo tickets)
 
     class Meta:
         indexes = ((("status", "id"), False), (("status", "operator_checked"), False))
@@ -67,22 +94,22 @@ class Ticket(BaseModel):
 class Comment(BaseModel):
     ticket_id: pw.IntegerField[int]  # the foreign key's raw value, declared for type checkers
     ticket = pw.ForeignKeyField(Ticket, backref="comments", on_delete="CASCADE")
-    author = pw.CharField(max_length=64)
-    body = pw.TextField()
+    author = Char(max_length=64)
+    body = Text()
     created_at = pw.DoubleField(default=time.time)
 
 
 class ShadowReview(BaseModel):
     ticket_id: pw.IntegerField[int]  # the foreign key's raw value, declared for type checkers
     ticket = pw.ForeignKeyField(Ticket, backref="reviews", on_delete="CASCADE")
-    done_sha = pw.CharField(max_length=40)
-    verdict = pw.CharField(max_length=16)
-    reasons_json = pw.TextField(default="[]", column_name="reasons")
-    gaps_json = pw.TextField(default="[]", column_name="gaps")
-    reviewer = pw.CharField(max_length=64, default="reviewer")
+    done_sha = Char(max_length=40)
+    verdict = Char(max_length=16)
+    reasons_json = Text(default="[]", column_name="reasons")
+    gaps_json = Text(default="[]", column_name="gaps")
+    reviewer = Char(max_length=64, default="reviewer")
     created_at = pw.DoubleField(default=time.time, index=True)
     attempt = pw.IntegerField(null=True)  # the worker attempt whose sha it judged (None: recorded by hand)
-    session = pw.TextField(null=True)  # what the reviewer's agent CLI reported about its run
+    session = Text(null=True)  # what the reviewer's agent CLI reported about its run
     cost_usd = pw.DoubleField(null=True)
     input_tokens = pw.IntegerField(null=True)
     output_tokens = pw.IntegerField(null=True)
@@ -106,15 +133,15 @@ class Event(BaseModel):
     ticket_id: pw.IntegerField[int | None]  # the foreign key's raw value, declared for type checkers
 
     ticket = pw.ForeignKeyField(Ticket, backref="events", null=True, on_delete="CASCADE")
-    action = pw.CharField(max_length=64)
-    actor = pw.CharField(max_length=128)
+    action = Char(max_length=64)
+    actor = Char(max_length=128)
     # report (a worker or reviewer said something), action (an automatic decision),
     # veto, manual (a person's command), error (a plugin or the host failed).
-    kind = pw.CharField(max_length=16, default="action")
-    detail = pw.TextField(default="")
+    kind = Char(max_length=16, default="action")
+    detail = Text(default="")
     created_at = pw.DoubleField(default=time.time, index=True)
     # Structured facts per action, as JSON (see mc_hooks.events); None on events that carry none.
-    data_json = pw.TextField(null=True, column_name="data")
+    data_json = Text(null=True, column_name="data")
 
     @property
     def data(self) -> dict[str, Any]:
@@ -124,7 +151,7 @@ class Event(BaseModel):
 
 class HealthSnapshot(BaseModel):
     created_at = pw.DoubleField(default=time.time, index=True)
-    data = pw.TextField()
+    data = Text()
 
 
 class ControllerProcess(BaseModel):
@@ -132,9 +159,9 @@ class ControllerProcess(BaseModel):
 
     Not the facade :class:`mission_control.controller.Controller`: this is one row per process."""
 
-    host = pw.CharField(max_length=255)
+    host = Char(max_length=255)
     pid = pw.IntegerField()
-    proc_start = pw.CharField(max_length=32, default="")
+    proc_start = Char(max_length=32, default="")
     started_at = pw.DoubleField(default=time.time)
     heartbeat_at = pw.DoubleField(default=time.time)
     stopped_at = pw.DoubleField(null=True)
@@ -150,38 +177,38 @@ class WorkerRun(BaseModel):
 
     ticket = pw.ForeignKeyField(Ticket, backref="runs", on_delete="CASCADE")
     attempt = pw.IntegerField()
-    profile = pw.CharField(max_length=64)
-    session = pw.CharField(max_length=64)
+    profile = Char(max_length=64)
+    session = Char(max_length=64)
     controller = pw.IntegerField(null=True)
     token = pw.IntegerField(default=0)
-    host = pw.CharField(max_length=255, default="")
+    host = Char(max_length=255, default="")
     pid = pw.IntegerField(null=True)
-    proc_start = pw.CharField(max_length=32, default="")
+    proc_start = Char(max_length=32, default="")
     started_at = pw.DoubleField(default=time.time)
     ended_at = pw.DoubleField(null=True, index=True)
     exit_code = pw.IntegerField(null=True)
     signal = pw.IntegerField(null=True)
     timed_out = pw.BooleanField(default=False)
-    log_path = pw.TextField(default="")
+    log_path = Text(default="")
     # running -> done | died (the report, stored before anything acts on it)
-    outcome = pw.CharField(max_length=16, default="running", index=True)
-    done_sha = pw.CharField(max_length=40, null=True)
-    death_reason = pw.TextField(null=True)
-    log_tail = pw.TextField(null=True)
-    feedback = pw.TextField(null=True)
+    outcome = Char(max_length=16, default="running", index=True)
+    done_sha = Char(max_length=40, null=True)
+    death_reason = Text(null=True)
+    log_tail = Text(null=True)
+    feedback = Text(null=True)
     applied_at = pw.DoubleField(null=True)
     review_pid = pw.IntegerField(null=True)
     review_starts = pw.IntegerField(default=0)
-    base_sha = pw.CharField(max_length=40, null=True)  # the branch head when the worker started
-    review_proc_start = pw.CharField(max_length=32, default="")
-    workdir = pw.TextField(null=True)  # where it ran (the ticket's worktree or scratch directory)
+    base_sha = Char(max_length=40, null=True)  # the branch head when the worker started
+    review_proc_start = Char(max_length=32, default="")
+    workdir = Text(null=True)  # where it ran (the ticket's worktree or scratch directory)
     # What an agent preset's CLI reported: its session (resumed by the next run), spend and turns.
-    agent_session = pw.TextField(null=True)
+    agent_session = Text(null=True)
     cost_usd = pw.DoubleField(null=True)
     input_tokens = pw.IntegerField(null=True)
     output_tokens = pw.IntegerField(null=True)
     turns = pw.IntegerField(null=True)
-    leftovers = pw.TextField(null=True)  # uncommitted changes left beside a new commit (git status lines)
+    leftovers = Text(null=True)  # uncommitted changes left beside a new commit (git status lines)
 
     class Meta:
         indexes = ((("ticket", "attempt"), True), (("outcome", "applied_at"), False))
@@ -193,9 +220,9 @@ class Escalation(BaseModel):
     ticket_id: pw.IntegerField[int]  # the foreign key's raw value, declared for type checkers
 
     ticket = pw.ForeignKeyField(Ticket, backref="escalations", on_delete="CASCADE")
-    owner = pw.CharField(max_length=64)
-    reason = pw.TextField()
-    actor = pw.CharField(max_length=128)
+    owner = Char(max_length=64)
+    reason = Text()
+    actor = Char(max_length=128)
     created_at = pw.DoubleField(default=time.time)
     notified_at = pw.DoubleField(null=True, index=True)
 
