@@ -47,6 +47,9 @@ VETO = "veto"
 PLUGIN_ERROR = "plugin_error"
 """A plugin raised. ``data``: ``plugin``, ``hook``."""
 
+REQUEUE = "requeue"
+"""A run its own controller stopped (a shutdown) went back to todo: not a death. ``data``: ``attempt``."""
+
 RECOVER = "recover"
 """A controller took over or adopted what a gone controller left. No ``data``."""
 

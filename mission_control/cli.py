@@ -83,10 +83,14 @@ def cmd_killswitch(args: argparse.Namespace, config: Config) -> int:
     root = config.root
     if args.state == "on":
         reason, who = args.reason or "", user()
+        # The file first, at once: every controller on this root stops at its next look, whatever the
+        # store is doing (a busy or unreachable store must not delay an emergency stop). Then the
+        # cluster flag and the audit event, for every host.
+        flags.engage_killswitch(root, who=who, reason=reason)
         _switch(
             config,
             lambda controller: controller.engage_killswitch(reason, who=who) or True,
-            file_only=lambda: flags.engage_killswitch(root, who=who, reason=reason),
+            file_only=lambda: True,
         )
         print("kill-switch engaged: no automatic dispatch, review, harvest or reopen until `mc killswitch off`")
         return 0

@@ -269,13 +269,16 @@ class Controller(TicketReads):
         self._tell_owner(ticket, reason, "notify", self.owner)
 
     def engage_killswitch(self, reason: str, who: str | None = None) -> None:
-        """Engage the kill-switch for every host (this root's file and the store's flag) by ``who``
-        (default: the current actor); only a person (`mc killswitch off`) releases it."""
-        info = flags.engage_killswitch(self.config.root, who=who or self.actor, reason=reason)
-        flags.set_cluster_killswitch(info)
-        self.cluster_killswitch = info
+        """Engage the kill-switch for every host by ``who`` (default: the current actor): the store's flag
+        and its event, in one transaction, and nothing outside the store (a crash before the commit
+        leaves nothing engaged; the commit engages it everywhere at once). Only a person (`mc killswitch
+        off`) releases it."""
+        info = flags.killswitch_info(who or self.actor, reason)
         detail = "engaged" + (f": {reason}" if reason else "")
-        self.record(None, events.KILLSWITCH, detail, data={"engaged": True, "reason": reason})
+        with db.atomic():
+            flags.set_cluster_killswitch(info)
+            self.record(None, events.KILLSWITCH, detail, data={"engaged": True, "reason": reason})
+        self.cluster_killswitch = info
 
     def release_killswitch(self) -> bool:
         """Release the kill-switch (this root's file and the store's flag); a person's act. Returns

@@ -58,16 +58,26 @@ def killswitch_active(root: str | os.PathLike[str] | None = None) -> bool:
         return True
 
 
+def killswitch_info(who: str, reason: str = "") -> dict[str, Any]:
+    """What an engaged kill-switch records: who, on which host, since when, why."""
+    return {"who": who, "host": socket.gethostname(), "since": time.time(), "reason": reason}
+
+
 def engage_killswitch(root: str | os.PathLike[str], who: str, reason: str = "") -> dict[str, Any]:
     """Write the kill-switch file (atomically) and return what it records."""
-    info = {"who": who, "host": socket.gethostname(), "since": time.time(), "reason": reason}
+    info = killswitch_info(who, reason)
+    write_killswitch_file(root, info)
+    return info
+
+
+def write_killswitch_file(root: str | os.PathLike[str], info: dict[str, Any]) -> None:
+    """Write ``info`` as this root's kill-switch file, atomically."""
     path = killswitch_path(root)
-    tmp = path.with_name(f"{KILLSWITCH_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f"{KILLSWITCH_FILE}.{os.getpid()}.{time.time_ns()}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(info, handle)
     os.replace(tmp, path)
-    return info
 
 
 def release_killswitch(root: str | os.PathLike[str]) -> bool:

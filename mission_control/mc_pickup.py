@@ -270,6 +270,7 @@ class Pickup:
         if now >= self.stop_deadline:
             for process in list(self.watcher.processes.values()):
                 if not process.stopped:
+                    process.for_shutdown = True
                     self.watcher.stop(process, "stopped by controller shutdown")
         return not self.watcher.processes
 

@@ -31,6 +31,8 @@ class WorkerOutcome:
     agent: AgentReport = field(default_factory=AgentReport)
     leftovers: list[str] = field(default_factory=list)
     refused_by: str | None = None  # the plugin that refused the DONE claim
+    requeue: str | None = None  # stopped by its own controller (shutdown): back to todo, not a death
+    unstartable: str | None = None  # can never start as configured (a prompt too long for argv): the owner's call
 
     def refuse(self, reason: str, plugin: str) -> None:
         """The claim does not hold: the run counts as a death with ``reason``."""
@@ -48,6 +50,8 @@ def tail_of(stdout: Path, process: rt.Process | None = None) -> str:
 def worker(profile: AgentSettings, stdout: Path, workspace: Workspace, process: rt.Process | None) -> WorkerOutcome:
     """Read a finished worker run. ``process`` is None when it ended while no controller watched it
     (recovery): its exit status is unknown, so only what it wrote counts."""
+    if process is not None and process.for_shutdown:
+        return WorkerOutcome(requeue=process.stopped)
     preset = agents.preset(profile)
     source = process.stdout if process is not None else stdout
     outcome = _preset_worker(preset, source, workspace, process) if preset else _command_worker(source, process)

@@ -227,6 +227,7 @@ class Process:
     exit_code: int | None = None
     signal: int | None = None
     stopped: str = ""  # why the controller stopped it, if it did
+    for_shutdown: bool = False  # stopped because its controller is shutting down: not the run's fault
     token: int = 0  # the claim token it runs under (fencing)
     base_sha: str | None = None  # the branch head when the worker started
     workspace: Any = None  # where it works (a worktrees.Workspace), for workers
@@ -449,8 +450,7 @@ class Watcher:
         for process in exited:
             if process.popen is not None and process.popen.returncode is None:
                 process.popen.wait()
-            if process.timed_out or process.stopped:
-                kill_group(process.pid, signal.SIGKILL)  # the rest of its group
+            kill_group(process.pid, signal.SIGKILL)  # what it left running in its group ends with it
             self._drop(process)
         return exited
 

@@ -16,7 +16,9 @@ from typing import Any, NoReturn
 import pytest
 import yaml
 
+import inprocess
 import mission_control
+from mission_control.config import Config
 
 SCRIPTS = Path(mission_control.__file__).with_name("scripts")
 BUILTINS = ("review_loop", "dead_worker_retry", "operator_guard", "killswitch")
@@ -290,3 +292,9 @@ class AgentRoot(McRoot):
 def worker_runs(ticket: dict[str, Any]) -> list[dict[str, Any]]:
     """The worker attempts of a `ticket show --json` (its ``runs`` also lists review runs)."""
     return [run for run in ticket["runs"] if run["kind"] == "worker"]
+
+
+@pytest.fixture
+def loop_config(tmp_path: Path) -> Iterator[Config]:
+    """An MC root for in-process loop tests (tests/inprocess.py), its store open for the test."""
+    yield from inprocess.loop_config(tmp_path)

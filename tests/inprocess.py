@@ -5,13 +5,21 @@ subprocesses, in milliseconds. The loop, the store, the plugins and the launch p
 from __future__ import annotations
 
 import itertools
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import yaml
+
 from mission_control import ticket_runtime as rt
+from mission_control.config import Config, load_config
 from mission_control.launch import Launch
-from mission_control.store.models import WorkerRun
+from mission_control.mc_pickup import Pickup
+from mission_control.store import queries
+from mission_control.store.connection import close_database, open_database
+from mission_control.store.migration import init_schema
+from mission_control.store.models import Ticket, WorkerRun
 
 # What a scripted run does: (exit code, what it prints on stdout), from its kind and ticket title.
 Script = Callable[[str, WorkerRun, Launch], tuple[int, str]]
@@ -75,3 +83,46 @@ class ScriptedStarts:
         process = rt.Process(kind, run.id, run.ticket_id, next(_pids), "", plan.stdout, 1e12)
         process.exit_code = code
         return process
+
+
+SHA = "abc1234def5678"
+
+
+def loop_config(tmp_path: Path) -> Iterator[Config]:
+    """An MC root with `command:` worker and reviewer (never started: see ScriptedStarts), its store
+    open for the test."""
+    root = tmp_path / "mc"
+    root.mkdir()
+    settings = {
+        "database": "mc.db",
+        "escalation": {"owner": "elmar"},
+        "max_workers": 2,
+        "workers": {"default": {"command": ["scripted-agent", "{prompt_file}"], "timeout": 60}},
+        "reviewer": {"enabled": True, "command": ["scripted-reviewer", "{sha}"], "timeout": 60},
+    }
+    (root / "config.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
+    loaded = load_config(root / "config.yaml", env={})
+    open_database(loaded.database, create=True)
+    init_schema()
+    yield loaded
+    close_database()
+
+
+def by_title(kind: str, run: WorkerRun, plan: Launch) -> tuple[int, str]:
+    """The ticket title is a script, one step per attempt: pass, fail (review fails), die (worker dies)."""
+    steps = run.ticket.title.split(",")
+    step = steps[min(run.attempt, len(steps)) - 1].strip()
+    if kind == "worker":
+        return (1, "gave up\n") if step == "die" else (0, f"DONE: {SHA}{run.attempt}\n")
+    verdict = {"verdict": "fail", "reasons": ["missing tests"], "gaps": ["add a test"]} if step == "fail" else None
+    return 0, json.dumps(verdict or {"verdict": "pass", "reasons": [], "gaps": []}) + "\n"
+
+
+def add(config: Config, title: str) -> Ticket:
+    """A todo ticket whose title is its script (see :func:`by_title`)."""
+    return queries.new_ticket(config.ticket_prefix, title=title)
+
+
+def run_until_idle(config: Config, starts: ScriptedStarts) -> int:
+    """`mc run --until-idle` in this process, with scripted runs."""
+    return Pickup(config, until_idle=True, quiet=True, watcher=InstantWatcher(), start=starts).run()

@@ -272,7 +272,7 @@ def test_claude_code_in_the_sandbox_cannot_read_the_mc_root_or_see_the_controlle
     root.config["workers"]["default"]["allowed_tools"] = ["Bash(python3:*)", "Bash(ps:*)"]
     root.write_config()
     key = root.mc("ticket", "add", "Peek", "--repo", str(repo)).stdout.strip()
-    peek = 'python3 -c "import os; print(os.listdir(\'%s\'))"' % root.path  # what the agent sees of the root
+    peek = "python3 -c \"import os; print(os.listdir('%s'))\"" % root.path  # what the agent sees of the root
     steps = [bash(peek), bash("ps -e -o pid=,args="), *commit("a.txt", "a\n", "a")]
     root.server.script([*steps, text("Done.")], match=worker_of(key))
     root.server.script([verdict("pass")], match=reviewer_of(key))

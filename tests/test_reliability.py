@@ -132,7 +132,8 @@ def test_a_review_whose_controller_dies_every_time_is_adopted_not_restarted(tmp_
 
 
 def test_a_reviewer_that_takes_its_controller_down_ends_uncertain(tmp_path: Path) -> None:
-    mc = McRoot(tmp_path / "root", max_workers=1)
+    # Without the sandbox, where a run can reach its controller (in one it cannot: test_hostile_workers).
+    mc = McRoot(tmp_path / "root", max_workers=1, sandbox="off")
     mc.config["reviewer"]["command"] = ["sh", "-c", "kill -9 $PPID"]  # no verdict, and no controller left
     mc.write_config()
     key = mc.add("reviewed by a hostile reviewer")

@@ -3,6 +3,7 @@ token), count the attempt, then start each worker outside the transaction."""
 
 from __future__ import annotations
 
+import errno
 import time
 from typing import Any
 
@@ -108,9 +109,15 @@ class Dispatcher:
         try:
             plan = launch.worker(self.ctx.config, self.ctx.db_id, ticket, run, launch.history(run))
             process = self.ctx.start("worker", run, plan)
-        except (OSError, worktrees.WorkspaceError) as exc:
-            why = "could not prepare its worktree" if isinstance(exc, worktrees.WorkspaceError) else "could not start"
-            self.reports.record(run, outcomes.WorkerOutcome(death=Death.of(f"{why}: {exc}")))
+        except OSError as exc:
+            if exc.errno == errno.E2BIG:  # the ticket, not the worker: retrying cannot help
+                why = "its prompt is too long to pass in argv; use {prompt_file} or an agent preset (stdin)"
+                self.reports.record(run, outcomes.WorkerOutcome(unstartable=why))
+            else:
+                self.reports.record(run, outcomes.WorkerOutcome(death=Death.of(f"could not start: {exc}")))
+            return None
+        except worktrees.WorkspaceError as exc:
+            self.reports.record(run, outcomes.WorkerOutcome(death=Death.of(f"could not prepare its worktree: {exc}")))
             return None
         process.token = run.token
         process.base_sha = plan.workspace.base_sha

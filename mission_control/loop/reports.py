@@ -5,7 +5,7 @@ under the claim its run was started with, and only once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +37,20 @@ class Reports:
         runs = queries.runs_with_tickets([p.run_id for p in processes])
         reports: list[tuple[WorkerRun, outcomes.WorkerOutcome]] = []
         judged: list[Judged] = []
+        interrupted: list[WorkerRun] = []
         reviewer = self.ctx.config.reviewer
         for process in processes:
             run = runs[process.run_id]
             run.token = process.token  # store under the token the process ran with
-            if process.kind == "review":
+            if process.kind == "review" and process.for_shutdown:
+                interrupted.append(run)  # no verdict: the next controller reviews the sha again
+            elif process.kind == "review":
                 verdict, said = outcomes.review(reviewer, process.stdout_path, process, reviewer.timeout)
                 judged.append((run, run.ticket, *verdict, said))
             else:
                 reports.append((run, self.worker_outcome(run, process)))
             process.release()  # read: the controller's descriptors of its output can go
-        self.store(reports, judged)
+        self.store(reports, judged, interrupted)
 
     def worker_outcome(self, run: WorkerRun, process: rt.Process | None) -> outcomes.WorkerOutcome:
         """Read a finished worker run and check its DONE claim with the plugins, so a refused claim is
@@ -62,20 +65,28 @@ class Reports:
                 outcome.tail = outcomes.tail_of(Path(run.log_path), process)
         return outcome
 
-    def store(self, reports: list[tuple[WorkerRun, outcomes.WorkerOutcome]], judged: list[Judged]) -> None:
-        """Store worker reports and review verdicts (one transaction); then remove the reviewers'
-        checkouts (outside the store, after commit)."""
+    def store(
+        self,
+        reports: list[tuple[WorkerRun, outcomes.WorkerOutcome]],
+        judged: list[Judged],
+        interrupted: Sequence[WorkerRun] = (),
+    ) -> None:
+        """Store worker reports and review verdicts, and forget reviews stopped by a shutdown (one
+        transaction); then remove the reviewers' checkouts (outside the store, after commit)."""
 
         def store() -> None:
             for run, outcome in reports:
                 self.store_report(run, run.ticket, outcome)
             for run, ticket, verdict, reasons, gaps, said in judged:
                 self.store_verdict(run, ticket, verdict, reasons, gaps, said)
+            for run in interrupted:
+                queries.review_ended(run.id)
             faults.crash_point("report:before-commit")
 
         write(store)
         faults.crash_point("report:after-commit")
-        for run, ticket, *_ in judged:
+        for run in [*(run for run, *_ in judged), *interrupted]:
+            ticket = run.ticket
             worktrees.remove_review_checkout(self.ctx.config.root, ticket.key, ticket.repo or run.workdir or "")
 
     def record(self, run: WorkerRun, outcome: outcomes.WorkerOutcome) -> None:
@@ -133,6 +144,12 @@ class Reports:
         }
         sha, action, actor = outcome.sha, events.DONE, "worker"
         facts: dict[str, Any] = {"attempt": run.attempt}
+        if outcome.requeue:
+            self.store_requeue(run, ticket, outcome.requeue, fields)
+            return
+        if outcome.unstartable:
+            self.store_unstartable(run, ticket, outcome.unstartable, fields)
+            return
         if sha:
             fields.update(outcome="done", done_sha=sha, leftovers="\n".join(outcome.leftovers) or None)
             facts["sha"] = sha
@@ -170,3 +187,26 @@ class Reports:
             status = "in_review" if self.ctx.config.reviewer.enabled else ticket.status
             queries.set_done_sha(ticket.id, sha, status)
         self.ctx.controller.record(ticket, action, detail, kind="report", actor=actor, data=facts)
+
+    def store_requeue(self, run: WorkerRun, ticket: Ticket, why: str, fields: dict[str, Any]) -> None:
+        """Inside a transaction: a run its own controller stopped (a shutdown) is not a death. It is
+        closed as ``stopped`` and, if the ticket is still this run's, the ticket goes back to todo with
+        the feedback the run was given, for the next controller to start again."""
+        fields.update(outcome="stopped", death_reason=why, applied_at=time.time())
+        if not queries.store_run_report(run.id, run.token, fields):
+            return
+        if queries.ticket_token(ticket.id) == run.token:
+            queries.requeue_unstarted(run, ticket, outcome="stopped", reason=why)
+            detail = f"attempt {run.attempt} {why}; back to todo (not a death)"
+            self.ctx.controller.record(ticket, events.REQUEUE, detail, kind="host", data={"attempt": run.attempt})
+
+    def store_unstartable(self, run: WorkerRun, ticket: Ticket, why: str, fields: dict[str, Any]) -> None:
+        """Inside a transaction: a run that can never start as configured is the ticket's problem, not
+        a dead worker: closed as ``error``, and the ticket goes to its owner with the reason (no death
+        is counted, so it neither retries nor feeds the circuit breaker)."""
+        fields.update(outcome="error", death_reason=why, applied_at=time.time())
+        if not queries.store_run_report(run.id, run.token, fields):
+            return
+        if queries.ticket_token(ticket.id) == run.token:
+            controller = self.ctx.controller
+            controller.escalate(ticket, f"Attempt {run.attempt} cannot start: {why}. Needs {controller.owner_title}.")

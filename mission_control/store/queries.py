@@ -202,11 +202,11 @@ def transfer_claim(ticket: Ticket, controller_id: int, run: WorkerRun | None) ->
     return token
 
 
-def requeue_unstarted(run: WorkerRun, ticket: Ticket) -> None:
-    """An attempt whose process never started: closed (applied, not a death), the ticket back to todo
-    with the feedback the attempt was given."""
+def requeue_unstarted(run: WorkerRun, ticket: Ticket, outcome: str = "died", reason: str = "never started") -> None:
+    """An attempt that never started (or that its own controller stopped): closed (applied, not a
+    death), the ticket back to todo, unclaimed, with the feedback the attempt was given."""
     now = time.time()
-    WorkerRun.update(outcome="died", death_reason="never started", ended_at=now, applied_at=now).where(
+    WorkerRun.update(outcome=outcome, death_reason=reason, ended_at=now, applied_at=now).where(
         WorkerRun.id == run.id
     ).execute()
     Ticket.update(status="todo", claimed_by=None, pending_feedback=run.feedback, updated_at=now).where(

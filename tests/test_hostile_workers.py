@@ -1,0 +1,261 @@
+"""Hostile workers (issue 13): each test is named after the item it proves, and plays the worker's part
+itself: the in-process runs here (tests/inprocess.py) do what a hostile agent without a sandbox could
+do to the files the controller reads and writes, and the controller must neither be fooled nor hang."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import McRoot, git, make_repo, skip_or_fail, worker_runs
+from inprocess import ScriptedStarts, add, by_title, run_until_idle
+from mission_control import mc_orchestrator_flags as flags
+from mission_control import sandbox as sandbox_module
+from mission_control import worktrees
+from mission_control.config import Config
+from mission_control.controller import Controller
+from mission_control.launch import Launch
+from mission_control.store.models import Escalation, Event, ShadowReview, Ticket, WorkerRun, db
+
+
+@pytest.fixture(autouse=True)
+def no_hang() -> Iterator[None]:
+    """A controller that hangs fails the test instead of the suite."""
+
+    def hung(signum: int, frame: object) -> None:
+        raise TimeoutError("the controller hung")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def runs(ticket: Ticket) -> list[WorkerRun]:
+    return list(WorkerRun.select().where(WorkerRun.ticket == ticket.id).order_by(WorkerRun.attempt))
+
+
+def test_04_a_symlink_left_at_the_next_prompt_never_overwrites_its_target(loop_config: Config, tmp_path: Path) -> None:
+    precious = tmp_path / "precious.db"
+    precious.write_text("the store", encoding="utf-8")
+    ticket = add(loop_config, "die, pass")
+
+    def plant_then_die(kind: str, run: WorkerRun, plan: Launch) -> tuple[int, str]:
+        if kind == "worker" and run.attempt == 1:
+            (plan.stdout.parent / "2.prompt.md").symlink_to(precious)
+        return by_title(kind, run, plan)
+
+    run_until_idle(loop_config, ScriptedStarts(plant_then_die))
+    assert precious.read_text(encoding="utf-8") == "the store"
+    assert Ticket.get_by_id(ticket.id).status == "done"
+
+
+def test_04_a_log_symlinked_to_a_secret_is_not_stored_as_its_tail(loop_config: Config, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("root:x:0:0:SECRET", encoding="utf-8")
+    ticket = add(loop_config, "die, die")
+
+    def swap_log_and_die(kind: str, run: WorkerRun, plan: Launch) -> tuple[int, str]:
+        return 1, ""
+
+    starts = ScriptedStarts(swap_log_and_die)
+    original = starts.__call__
+
+    def start(kind: str, run: WorkerRun, plan: Launch):  # noqa: ANN202 - the scripted process
+        process = original(kind, run, plan)
+        plan.stdout.unlink()
+        plan.stdout.symlink_to(secret)
+        return process
+
+    run_until_idle(loop_config, start)  # type: ignore[arg-type]
+    assert all("SECRET" not in (r.log_tail or "") for r in runs(ticket))
+
+
+@pytest.mark.parametrize("replacement", ["fifo", "/dev/zero"])
+def test_06_a_log_replaced_by_a_fifo_or_dev_zero_cannot_hang_the_controller(
+    loop_config: Config, replacement: str
+) -> None:
+    ticket = add(loop_config, "die, die")
+    starts = ScriptedStarts(lambda kind, run, plan: (1, ""))
+    original = starts.__call__
+
+    def start(kind: str, run: WorkerRun, plan: Launch):  # noqa: ANN202
+        process = original(kind, run, plan)
+        plan.stdout.unlink()
+        if replacement == "fifo":
+            os.mkfifo(plan.stdout)
+        else:
+            plan.stdout.symlink_to(replacement)
+        return process
+
+    assert run_until_idle(loop_config, start) == 0  # type: ignore[arg-type]
+    assert Ticket.get_by_id(ticket.id).status == "needs_input"  # two deaths, handled as deaths
+
+
+def test_07_a_reviewer_line_with_a_lone_surrogate_cannot_crash_the_controller(loop_config: Config) -> None:
+    ticket = add(loop_config, "pass")
+
+    def surrogate_reviewer(kind: str, run: WorkerRun, plan: Launch) -> tuple[int, str]:
+        if kind == "worker":
+            return by_title(kind, run, plan)
+        return 0, '{"verdict": "fail", "reasons": ["bad \\ud800 byte"], "gaps": ["fix \\udfff"]}\n'
+
+    assert run_until_idle(loop_config, ScriptedStarts(surrogate_reviewer)) == 0
+    first = ShadowReview.select().where(ShadowReview.ticket == ticket.id).order_by(ShadowReview.id).first()
+    assert (first.verdict, first.reasons) == ("fail", ["bad \ud800 byte"])  # kept exactly, as JSON escapes
+    verdicts = [e.detail for e in Event.select().where(Event.action == "verdict")]
+    assert verdicts[0] == "fail for abc1234def56: bad \ufffd byte"  # the audit text as UTF-8 can carry it
+    second_prompt = (loop_config.root / "logs" / ticket.key / "2.prompt.md").read_text(encoding="utf-8")
+    assert "fix \ufffd" in second_prompt
+    assert Ticket.get_by_id(ticket.id).status == "needs_input"  # the review loop ran to its limit
+
+
+def test_08_a_file_planted_at_another_tickets_log_directory_does_not_stop_it(loop_config: Config) -> None:
+    first, second = add(loop_config, "pass"), add(loop_config, "pass")
+
+    def plant(kind: str, run: WorkerRun, plan: Launch) -> tuple[int, str]:
+        blocker = plan.stdout.parent.parent / second.key
+        if run.ticket_id == first.id and not blocker.exists():
+            blocker.write_text("in the way", encoding="utf-8")
+        return by_title(kind, run, plan)
+
+    one_slot = dataclasses.replace(loop_config, max_workers=1)  # the first ticket plants before the second starts
+    assert run_until_idle(one_slot, ScriptedStarts(plant)) == 0
+    assert [Ticket.get_by_id(t.id).status for t in (first, second)] == ["done", "done"]
+
+
+def test_12_a_crash_before_the_breaker_commits_leaves_no_kill_switch_behind(mc_controller: Controller) -> None:
+    with pytest.raises(RuntimeError), db.atomic():
+        mc_controller.engage_killswitch("circuit breaker: 5 worker deaths")
+        raise RuntimeError("the controller dies before the commit")
+    assert not flags.killswitch_path(mc_controller.root).exists()
+    assert flags.cluster_killswitch() is None
+
+
+def test_12_the_breakers_kill_switch_holds_every_controller_once_committed(
+    mc_controller: Controller, mc_config: Config
+) -> None:
+    with db.atomic():
+        mc_controller.engage_killswitch("circuit breaker: 5 worker deaths")
+    another = Controller(mc_config)  # another controller, at its next look
+    another.refresh_cluster_killswitch()
+    assert another.killswitch_active()
+    assert flags.cluster_killswitch()["reason"] == "circuit breaker: 5 worker deaths"
+    assert not flags.killswitch_path(mc_controller.root).exists()  # nothing outside the store
+
+
+def test_19_hooks_planted_in_the_repo_never_run_when_the_controller_runs_git(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    ran = tmp_path / "hook-ran"
+    for hook in ("post-checkout", "reference-transaction", "post-index-change"):
+        path = repo / ".git" / "hooks" / hook
+        path.write_text(f"#!/bin/sh\ntouch {ran}\n", encoding="utf-8")
+        path.chmod(0o755)
+    git(repo, "config", "core.fsmonitor", f"touch {ran}; false")
+    workspace = worktrees.prepare(tmp_path / "mc", "MC-1", str(repo), None, scratch_git=False)
+    worktrees.leftovers(workspace)
+    worktrees.new_commit(workspace)
+    assert not ran.exists()
+    subprocess.run(["git", "-C", str(workspace.path), "status"], capture_output=True, check=False)
+    assert ran.exists()  # the same hooks do run for a plain git: the test would see them
+
+
+@pytest.mark.slow
+def test_13_a_graceful_stop_is_never_a_death(mc_root: McRoot) -> None:
+    mc_root.config["grace_period"] = 0.5
+    mc_root.write_config()
+    key = mc_root.add("long work", "pass")
+    for started in (1, 2):  # twice: two deaths escalated the ticket before
+        controller = mc_root.popen("run", "--quiet", env=mc_root.env(MC_DEMO_DELAY="20"))
+        wait_for(lambda n=started: mc_root.agent_runs(key) >= n, timeout=30)
+        controller.send_signal(signal.SIGTERM)
+        assert controller.wait(timeout=30) == 0
+    stopped = mc_root.show(key)
+    assert (stopped["status"], stopped["death_count"]) == ("todo", 0)
+    assert [r["outcome"] for r in worker_runs(stopped)] == ["stopped", "stopped"]
+    mc_root.run()
+    assert mc_root.show(key)["status"] == "done"
+
+
+def test_14_a_prompt_too_long_for_argv_is_the_tickets_problem_not_a_death(loop_config: Config) -> None:
+    config = dataclasses.replace(
+        loop_config, plugins={**loop_config.plugins, "circuit_breaker": {"enabled": True, "max_deaths": 2}}
+    )
+    tickets = [add(config, "pass") for _ in range(3)]
+
+    def too_long(kind: str, run: WorkerRun, plan: Launch) -> tuple[int, str]:
+        raise OSError(errno.E2BIG, "Argument list too long")
+
+    assert run_until_idle(config, ScriptedStarts(too_long)) == 0  # and no kill-switch engaged (exit 1)
+    for ticket in tickets:
+        stored = Ticket.get_by_id(ticket.id)
+        assert (stored.status, stored.death_count, stored.attempts) == ("needs_input", 0, 1)
+    assert not Event.select().where(Event.action.in_(("death", "killswitch"))).exists()
+    assert "its prompt is too long to pass in argv" in Escalation.get(Escalation.ticket == tickets[0].id).reason
+
+
+def _live_with_arg(arg: str) -> bool:
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if arg.encode() in argv and state != "Z":
+            return True
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sandbox", ["on", "off"])
+def test_09_what_a_worker_leaves_running_ends_with_it(tmp_path: Path, sandbox: str) -> None:
+    if sandbox == "on":
+        require_sandbox()
+    marker = f"mc-test-helper-{uuid.uuid4().hex}"
+    helper = (
+        f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])"
+    )
+    worker = {"command": [sys.executable, "-c", helper + "; print('DONE: abcdef1')"], "timeout": 60}
+    mc = McRoot(tmp_path / "root", sandbox=sandbox, workers={"default": worker})
+    mc.config["plugins"]["done_verifier"] = {"enabled": False}
+    mc.write_config()
+    mc.add("leaves a helper")
+    mc.run()
+    wait_for(lambda: not _live_with_arg(marker), timeout=10)
+
+
+@pytest.mark.slow
+def test_20_a_sandboxed_run_cannot_stop_or_kill_its_controller(tmp_path: Path) -> None:
+    require_sandbox()
+    hostile = "kill -STOP $PPID; kill -9 $PPID; kill -9 -1; echo 'DONE: abcdef1'"
+    mc = McRoot(tmp_path / "root", sandbox="on", workers={"default": {"command": ["sh", "-c", hostile]}})
+    mc.config["plugins"]["done_verifier"] = {"enabled": False}
+    mc.write_config()
+    key = mc.add("tries to stop its controller")
+    result = mc.mc("run", "--until-idle", check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert mc.show(key)["status"] in ("done", "in_review", "needs_input", "todo")
+
+
+def require_sandbox() -> None:
+    why_not = sandbox_module.works()
+    if why_not is not None:
+        skip_or_fail(f"sandbox tests skipped: {why_not}", [])
