@@ -15,7 +15,7 @@ import peewee as pw
 
 from mc_hooks.settings import ConfigError
 from mission_control import mc_orchestrator_flags as flags
-from mission_control.cli_support import Parser, UsageError, emit_json, manual, open_store, user
+from mission_control.cli_support import Parser, UsageError, emit_json, manual, open_store, refuse_inside_a_run, user
 from mission_control.config import DEFAULT_CONFIG_TEXT, Config, config_path, load_config
 from mission_control.controller import Controller
 from mission_control.store import StoreError
@@ -95,6 +95,11 @@ def cmd_killswitch(args: argparse.Namespace, config: Config) -> int:
         print("kill-switch engaged: no automatic dispatch, review, harvest or reopen until `mc killswitch off`")
         return 0
     if args.state == "off":
+        try:
+            open_store(config)
+            refuse_inside_a_run("killswitch off")
+        except StoreError:
+            pass  # no store yet: nothing it could refuse against; only the file is released
         was = _switch(
             config, lambda controller: controller.release_killswitch(), file_only=lambda: flags.release_killswitch(root)
         )

@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import re
 import sys
 from typing import Any, NoReturn
 
+from mission_control import ticket_runtime as rt
 from mission_control.config import Config
 from mission_control.controller import Controller
+from mission_control.store import queries
 from mission_control.store.connection import open_database
 from mission_control.store.models import Ticket
 
@@ -66,3 +69,16 @@ def valid_sha(value: str) -> str:
     if not SHA.fullmatch(value):
         raise UsageError(f"--sha/--done-sha: expected 7 to 40 hex digits, got {value!r}")
     return value.lower()
+
+
+def refuse_inside_a_run(what: str) -> None:
+    """Refuse a person's command (recording a verdict, changing a ticket, releasing the kill-switch)
+    when it comes from inside a run or a controller: checked through the process tree (this process's
+    ancestors against the processes the store knows), not through an environment variable a run can
+    drop. The controller is a child subreaper, so even a run's orphans stay in its tree."""
+    if os.environ.get("MC_TICKET"):
+        raise UsageError(f"{what}: refused inside a run (MC_TICKET is set): a run cannot decide about itself")
+    ancestors = set(rt.ancestors(os.getpid()))
+    for kind, pid, start in queries.local_processes():
+        if pid in ancestors and rt.pid_alive(pid, start):
+            raise UsageError(f"{what}: refused: this command runs inside {kind} (pid {pid}); only a person may")

@@ -21,13 +21,14 @@ from mc_hooks.settings import ConfigError, Section, describe
 DEFAULT_CONFIG_NAME = "config.yaml"
 DEFAULT_CONFIG_TEXT = (Path(__file__).with_name("default_config.yaml")).read_text(encoding="utf-8")
 
-WORKER_PLACEHOLDERS = frozenset({"ticket", "prompt", "prompt_file", "repo", "session", "attempt"})
+# Every placeholder expands to a value Mission Control made or checked: a ticket key, a path it chose, a
+# UUID, a number, a hex sha. Ticket text never becomes part of a command line, so no template can make a
+# shell, an interpreter or an option parser run it; the prompt reaches a run as a file ({prompt_file},
+# MC_PROMPT_FILE) or, for presets, on stdin. (docs/agents.md, "Ticket text and command templates".)
+WORKER_PLACEHOLDERS = frozenset({"ticket", "prompt_file", "repo", "session", "attempt"})
 REVIEWER_PLACEHOLDERS = frozenset({"ticket", "sha", "repo", "prompt_file"})
-# Placeholders whose values come from ticket text or user paths: never inside a shell script.
-UNSAFE_IN_SHELL = frozenset({"prompt", "repo"})
 AGENTS = ("claude-code",)  # the agent presets (mission_control.agents); profiles without one give `command`
 DEFAULT_STALL_TIMEOUT = 600.0
-SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "fish"})
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 STATUSES = ("todo", "in_progress", "in_review", "done", "needs_input")
 
@@ -127,22 +128,23 @@ class Config:
 def _check_template(section: Section, key: str, argv: list[str], allowed: frozenset[str]) -> None:
     if not argv:
         raise section.error(key, "a non-empty list of strings (an argv list, not a shell string)", argv)
+    if Path(argv[0]).name == "claude" and "--session-id" in argv:  # what an earlier `mc init` wrote
+        raise section.error(
+            key,
+            "`agent: claude-code` instead of the old default `claude -p --session-id ...` command, which cannot "
+            "finish a ticket (docs/agents.md)",
+        )
     for index, arg in enumerate(argv):
         for name in PLACEHOLDER.findall(arg):
+            if name == "prompt":
+                raise section.error(
+                    f"{key}[{index}]",
+                    "no {prompt}: ticket text never goes into a command line, where a shell or interpreter could "
+                    "run it; pass {prompt_file} (a file holding the prompt) or read $MC_PROMPT_FILE",
+                )
             if name not in allowed:
                 names = ", ".join(f"{{{n}}}" for n in sorted(allowed))
                 raise section.error(f"{key}[{index}]", f"only the placeholders {names}", arg)
-    shell = Path(argv[0]).name in SHELLS
-    if shell and "-c" in argv:
-        script_at = argv.index("-c") + 1
-        if script_at < len(argv):
-            unsafe = UNSAFE_IN_SHELL & set(PLACEHOLDER.findall(argv[script_at]))
-            if unsafe:
-                raise section.error(
-                    f"{key}[{script_at}]",
-                    f"no {{{sorted(unsafe)[0]}}} inside a shell script (ticket text would run as shell code); "
-                    'pass it as a separate argument and use "$1", or use {prompt_file}',
-                )
 
 
 def _agent_settings(section: Section, placeholders: frozenset[str], timeout: float, required: bool) -> dict[str, Any]:

@@ -38,13 +38,6 @@ def _install_hint(settings: AgentSettings) -> str:
     return "install it or fix the command"
 
 
-def outdated_claude_command(settings: AgentSettings) -> bool:
-    """Whether a ``command:`` profile is the old default ``claude -p --session-id {session} {prompt}``,
-    which cannot finish a ticket (its tools are refused, and every later run's session id is refused)."""
-    command = settings.command or ()
-    return bool(command) and os.path.basename(command[0]) == "claude" and "--session-id" in command
-
-
 def sandbox_line(config: Config) -> tuple[bool, str]:
     """Whether the config's ``sandbox`` setting can be honoured here, and what runs get, in one line.
     ``auto`` without a working bubblewrap passes, but says plainly that runs are not sandboxed."""
@@ -110,15 +103,7 @@ def checks(explicit: str | None) -> Iterator[tuple[bool, str]]:
         if not program:
             continue
         path = resolve(program)
-        if outdated_claude_command(settings):
-            yield (
-                False,
-                (
-                    f"{where}: the old default `claude ... --session-id` command cannot finish a ticket; "
-                    "replace `command:` with `agent: claude-code` (docs/agents.md)"
-                ),
-            )
-        elif path is None:
+        if path is None:
             yield False, f"{where}: {program!r} is not found; {_install_hint(settings)}"
         elif settings.agent:
             yield True, f"{where}: {settings.agent} at {path}, {_version(path)}"

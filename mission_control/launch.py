@@ -1,7 +1,7 @@
 """What a run is started with: its workspace, prompt, argv, environment and files, for workers and
 reviewers alike, from a ``command:`` template or an agent preset. Ticket text reaches the process
-only through the prompt file (on stdin for presets), ``{prompt}`` argv elements and environment
-values; never a shell, never an option parser (presets take no positional argument at all)."""
+only through the prompt file (on stdin for presets): never argv, never the environment, so never a
+shell or an option parser by Mission Control's doing (presets take no positional argument at all)."""
 
 from __future__ import annotations
 
@@ -127,7 +127,6 @@ def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: His
     rt.write_private(prompt_file, prompt)
     values = {
         "ticket": ticket.key,
-        "prompt": prompt,
         "prompt_file": str(prompt_file),
         "repo": str(workspace.path),
         "session": run.session,

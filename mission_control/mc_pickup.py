@@ -128,6 +128,7 @@ class Pickup:
         Returns 0, or 1 when an ``--until-idle`` run ends with a kill-switch that engaged during it
         (the circuit breaker tripped, say): nothing more happens until a person looks."""
         self.lease.register()
+        rt.become_subreaper()  # a run's detached helpers stay in this controller's tree (see cli_support)
         engaged_before = self.killswitch_engaged() is not None
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         old_wakeup = signal.set_wakeup_fd(self.watcher.wake_fd)

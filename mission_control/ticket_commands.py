@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from mission_control.cli_support import (
     emit_json,
     manual,
     open_store,
+    refuse_inside_a_run,
     ticket_by_key,
     user,
     valid_sha,
@@ -168,6 +168,7 @@ def cmd_ticket_show(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_ticket_set(args: argparse.Namespace, config: Config) -> int:
     open_store(config)
+    refuse_inside_a_run("ticket set")
     controller = manual(config)
     ticket = ticket_by_key(controller, args.key)
     fields: dict[str, Any] = {}
@@ -195,9 +196,8 @@ def cmd_ticket_comment(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_review_record(args: argparse.Namespace, config: Config) -> int:
-    if os.environ.get("MC_TICKET"):
-        raise UsageError("review record: refused inside a worker (MC_TICKET is set): a worker cannot review itself")
     open_store(config)
+    refuse_inside_a_run("review record")
     controller = manual(config)
     ticket = ticket_by_key(controller, args.key)
     sha = valid_sha(args.sha)

@@ -9,6 +9,7 @@ only as argv elements, a prompt file and environment values; never a shell.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import selectors
@@ -26,6 +27,7 @@ from mission_control.text import utf8_safe
 SENTINEL = re.compile(rb"DONE: ([0-9a-fA-F]{7,40})[ \t\r]*")
 SENTINEL_MAX = 64  # no sentinel line is longer than this
 CHUNK = 1 << 20
+PR_SET_CHILD_SUBREAPER = 36
 SCAN_MAX = 16 << 20  # the DONE line is near the end: read at most the last 16 MiB
 TAIL_BYTES = 4096
 
@@ -200,6 +202,42 @@ def find_process_with_env(name: str, value: str) -> int | None:
         except OSError:
             continue
     return None
+
+
+def ancestors(pid: int) -> list[int]:
+    """The pids above ``pid`` in the process tree, nearest first (empty where /proc cannot tell)."""
+    chain: list[int] = []
+    while pid > 1 and len(chain) < 512:
+        try:
+            pid = int(_stat_fields(pid)[1])  # the parent pid, after the state
+        except (OSError, ValueError, IndexError):
+            break
+        chain.append(pid)
+    return chain
+
+
+def become_subreaper() -> bool:
+    """Make this process a child subreaper (Linux): orphans of its descendants are reparented to it,
+    not to init, so a run's detached helpers stay in its tree. False where it is not supported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_orphans(keep: set[int]) -> None:
+    """Reap exited children that are not runs this controller watches (orphans a subreaper adopted),
+    without touching the exit status of those in ``keep``."""
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid in keep:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(info.si_pid, 0)
 
 
 def kill_group(pgid: int | None, sig: int = signal.SIGKILL) -> None:
@@ -447,6 +485,7 @@ class Watcher:
                     while os.read(self._wake_r, 512):
                         pass
         exited = [p for p in list(self.processes.values()) if self._finished(p)]
+        reap_orphans({p.pid for p in self.processes.values() if p.popen is not None and p not in exited})
         for process in exited:
             if process.popen is not None and process.popen.returncode is None:
                 process.popen.wait()

@@ -188,12 +188,11 @@ def test_doctor_points_an_upgraded_config_with_the_old_claude_command_to_the_pre
     (tmp_path / "config.yaml").write_text(
         f"workers:\n  default:\n    command: {old_default}\nreviewer:\n  enabled: false\n", encoding="utf-8"
     )
-    assert mc_in(tmp_path, "init").returncode == 0
     result = mc_in(tmp_path, "doctor")
     assert result.returncode == 1
-    assert (
-        "FAIL workers.default: the old default `claude ... --session-id` command cannot finish a ticket"
-        in result.stdout
+    assert result.stdout.startswith(
+        "FAIL config: config.yaml: workers.default.command: expected `agent: claude-code` instead of "
+        "the old default `claude -p --session-id ...` command"
     )
 
 

@@ -59,8 +59,8 @@ def test_default_config_loads_with_documented_values(tmp_path: Path) -> None:
         ("workers: {default: {command: [x], timeout: -1}}\n", "workers.default.timeout: expected a number > 0"),
         ("workers: {other: {command: [x]}}\n", "workers.default: expected a worker profile named 'default'"),
         (
-            "workers: {default: {command: [sh, -c, 'echo {prompt}']}}\n",
-            "workers.default.command[2]: expected no {prompt} inside a shell script",
+            "workers: {default: {command: [my-agent, '{prompt}']}}\n",
+            "workers.default.command[1]: expected no {prompt}: ticket text never goes into a command line",
         ),
         ("reviewer: {enabled: yes please}\n", "reviewer.enabled: expected true or false"),
         ("workers: {default: {agent: claude}}\n", "workers.default.agent: expected one of the agent presets"),
@@ -70,7 +70,7 @@ def test_default_config_loads_with_documented_values(tmp_path: Path) -> None:
         ("workers: {default: {agent: claude-code, stall_timeout: 0}}\n", "workers.default.stall_timeout: expected"),
         ("workers: {default: {agent: claude-code, allowed_tools: Bash}}\n", "allowed_tools: expected a list"),
         ("keep_worktrees: sometimes\n", "keep_worktrees: expected true or false"),
-        ("reviewer: {command: [x, '{prompt}']}\n", "reviewer.command[1]: expected only the placeholders"),
+        ("reviewer: {command: [x, '{prompt}']}\n", "reviewer.command[1]: expected no {prompt}"),
         (
             "operator: {weak_patterns: ['(unclosed']}\n",
             "operator.weak_patterns[0]: expected a valid regular expression",

@@ -16,15 +16,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import McRoot, git, make_repo, skip_or_fail, worker_runs
 from inprocess import ScriptedStarts, add, by_title, run_until_idle
+from mc_hooks.settings import ConfigError
+from mission_control import launch, worktrees
 from mission_control import mc_orchestrator_flags as flags
 from mission_control import sandbox as sandbox_module
-from mission_control import worktrees
-from mission_control.config import Config
+from mission_control.config import Config, load_config
 from mission_control.controller import Controller
 from mission_control.launch import Launch
+from mission_control.store import queries
 from mission_control.store.models import Escalation, Event, ShadowReview, Ticket, WorkerRun, db
 
 
@@ -259,3 +264,78 @@ def require_sandbox() -> None:
     why_not = sandbox_module.works()
     if why_not is not None:
         skip_or_fail(f"sandbox tests skipped: {why_not}", [])
+
+
+@pytest.mark.slow
+def test_01_without_a_sandbox_a_worker_still_cannot_judge_itself_or_release_the_kill_switch(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    out = tmp_path / "tried"
+    mc = f"{sys.executable} -m mission_control.cli --config {root / 'config.yaml'}"
+    hostile = (
+        f'env -u MC_TICKET {mc} review record "$MC_TICKET" --sha abcdef1 --verdict pass 2>> {out}; echo $? >> {out}; '
+        f'env -u MC_TICKET {mc} ticket set "$MC_TICKET" --status done 2>> {out}; echo $? >> {out}; '
+        f"(setsid sh -c 'sleep 0.2; env -u MC_TICKET {mc} killswitch off 2>> {out}; echo $? >> {out}' &); "
+        "sleep 1; echo 'DONE: abcdef1'"
+    )
+    mc_root = McRoot(root, sandbox="off", workers={"default": {"command": ["sh", "-c", hostile], "timeout": 60}})
+    mc_root.config["plugins"]["done_verifier"] = {"enabled": False}
+    fail = '{"verdict": "fail", "reasons": ["no"], "gaps": ["x"]}'
+    mc_root.config["reviewer"]["command"] = ["sh", "-c", f"echo '{fail}'"]
+    mc_root.write_config()
+    key = mc_root.add("judge yourself")
+    mc_root.mc("run", "--until-idle", check=False)
+    lines = out.read_text().splitlines()
+    codes = [line for line in lines if line.isdigit()]
+    assert len(codes) >= 3 and set(codes) == {"2"}, lines  # every try, every attempt: refused
+    assert all("refused: this command runs inside" in line for line in lines if not line.isdigit())
+    ticket = mc_root.show(key)
+    assert [r["reviewer"] for r in ticket["reviews"]] == ["shadow_reviewer"] * len(ticket["reviews"])
+    assert ticket["status"] != "done"
+
+
+HOSTILE_TITLE = 'it\'s $(touch PWNED); `touch PWNED` && echo "x" | sh # -rf --dangerously-skip-permissions'
+WRAPPERS = [[], ["env"], ["env", "A=1"], ["timeout", "600"], ["nice", "-n", "5"], ["nohup"], ["setsid"]]
+PROGRAMS = [
+    ["sh", "-c"],
+    ["bash", "-lc"],
+    ["bash", "-ec"],
+    ["sh", "-c", "-e"],
+    ["dash", "-c"],
+    ["python3", "-c"],
+    ["node", "-e"],
+    ["perl", "-e"],
+    ["my-agent", "--message"],
+]
+PIECES = ["{prompt}", "{prompt_file}", "{ticket}", "{repo}", "{session}", "{attempt}", "echo ", "$(cat ", ")", "'", '"']
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    wrapper=st.sampled_from(WRAPPERS),
+    program=st.sampled_from(PROGRAMS),
+    args=st.lists(st.lists(st.sampled_from(PIECES), min_size=1, max_size=4).map("".join), min_size=1, max_size=3),
+)
+def test_15_no_command_template_puts_ticket_text_on_a_command_line(
+    loop_config: Config, wrapper: list[str], program: list[str], args: list[str]
+) -> None:
+    template = [*wrapper, *program, *args]
+    path = loop_config.root / "config.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["workers"]["default"]["command"] = template
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    try:
+        config = load_config(path, env={})
+    except ConfigError as exc:
+        assert "{prompt}" in " ".join(template), exc  # only ticket text in the template is refused
+        return
+    ticket = Ticket.get_or_none(Ticket.title == HOSTILE_TITLE) or queries.new_ticket(
+        "MC", title=HOSTILE_TITLE, body="$(touch PWNED)\n`rm -rf ~`"
+    )
+    run = WorkerRun.get_or_none(WorkerRun.ticket == ticket.id) or WorkerRun.create(
+        ticket=ticket.id, attempt=1, profile="default", session="s", log_path=str(config.root / "logs" / "x.log")
+    )
+    plan = launch.worker(config, "db", ticket, run, launch.History())
+    command_line = "\0".join(plan.argv)
+    for text in (HOSTILE_TITLE, "$(touch PWNED)", "rm -rf ~"):
+        assert text not in command_line
+    assert all(HOSTILE_TITLE not in value for value in plan.env.values())

@@ -44,7 +44,7 @@ def test_worker_gets_placeholders_environment_cwd_and_no_shell(mc_root: McRoot, 
         "'env': {k: v for k, v in os.environ.items() if k.startswith('MC_')}}, open(%r, 'w')); "
         "print('DONE: abcdef1')" % str(out)
     )
-    set_worker(mc_root, [*py(code), "{ticket}", "{prompt}", "{prompt_file}", "{repo}", "{session}", "{attempt}"])
+    set_worker(mc_root, [*py(code), "{ticket}", "{prompt_file}", "{repo}", "{session}", "{attempt}"])
     mc_root.config["reviewer"]["enabled"] = False
     mc_root.config["plugins"]["done_verifier"] = {"enabled": False}  # the sha is made up
     mc_root.write_config()
@@ -52,11 +52,12 @@ def test_worker_gets_placeholders_environment_cwd_and_no_shell(mc_root: McRoot, 
     key = mc_root.mc("ticket", "add", title, "--body", "body; $HOME", "--repo", str(repo)).stdout.strip()
     mc_root.run()
     seen = json.loads(out.read_text())
-    ticket_arg, prompt, prompt_file, repo_arg, session, attempt = seen["argv"]
+    ticket_arg, prompt_file, repo_arg, session, attempt = seen["argv"]
     worktree = str(mc_root.path / "worktrees" / key)
     assert (ticket_arg, repo_arg, attempt) == (key, worktree, "1")
+    prompt = Path(prompt_file).read_text()
     assert f"## Ticket {key}: {title}" in prompt and "body; $HOME" in prompt
-    assert Path(prompt_file).read_text() == prompt
+    assert title not in " ".join(seen["argv"])  # ticket text is never part of a command line
     assert seen["cwd"] == worktree  # its own worktree of the repo, on mc/<KEY>
     assert seen["env"]["MC_TICKET"] == key and seen["env"]["MC_SESSION"] == session
     assert seen["env"]["MC_PROMPT_FILE"] == prompt_file and seen["env"]["MC_ATTEMPT"] == "1"

@@ -301,3 +301,20 @@ def set_meta(key: str, value: str | None) -> None:
     Meta.delete().where(Meta.key == key).execute()
     if value is not None:
         Meta.insert(key=key, value=value).execute()
+
+
+def local_processes() -> list[tuple[str, int, str]]:
+    """(what, pid, start time) of every process the store knows to be running: live controllers,
+    running workers and running reviewers (a pid is only that process with that start time)."""
+    rows: list[tuple[str, int, str]] = []
+    live = ControllerProcess.select(ControllerProcess.pid, ControllerProcess.proc_start)
+    rows += [("a controller", pid, start) for pid, start in tuples(live.where(ControllerProcess.stopped_at.is_null()))]
+    running = WorkerRun.select(WorkerRun.pid, WorkerRun.proc_start).where(
+        (WorkerRun.outcome == "running") & WorkerRun.pid.is_null(False)
+    )
+    rows += [("a worker run", pid, start) for pid, start in tuples(running)]
+    reviewing = WorkerRun.select(WorkerRun.review_pid, WorkerRun.review_proc_start).where(
+        WorkerRun.review_pid.is_null(False)
+    )
+    rows += [("a reviewer run", pid, start) for pid, start in tuples(reviewing)]
+    return rows
