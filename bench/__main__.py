@@ -45,6 +45,9 @@ def mc_root(base: Path, name: str, worker: list[str], **overrides: Any) -> Path:
         "workers": {"default": {"command": worker, "timeout": 600}},
         "reviewer": {"enabled": True, "command": REVIEWER_PASS, "timeout": 600},
         "operator": {"interval": 3600},
+        # The floor spawns bare processes: measure the controller against it, not bubblewrap's start-up
+        # (the sandbox's own cost per run is the "sandbox start" figure).
+        "sandbox": "off",
         # The four MC-4302/MC-4304 plugins; the retry path's storm of deaths would trip the circuit breaker.
         "plugins": {
             **{name: {"enabled": True} for name in BUILTINS},
@@ -386,6 +389,30 @@ def postgres_controllers(base: Path, tickets: int) -> dict[str, Any]:
     return out
 
 
+def sandbox_start(count: int) -> dict[str, Any]:
+    """What the sandbox adds to starting a run: spawn-to-exit of `true`, bare and inside bubblewrap with
+    the mounts a worker gets (median of ``count`` each)."""
+    from mission_control import sandbox
+
+    why_not = sandbox.works()
+    if why_not is not None:
+        return {"skipped": why_not}
+    with tempfile.TemporaryDirectory() as tmp:
+        root, work = Path(tmp) / "mc", Path(tmp) / "mc" / "worktrees" / "MC-1"
+        work.mkdir(parents=True)
+        wrapped = sandbox.wrap(["true"], work, sandbox.Mounts(writable=(work,), hidden=(root,)))
+        out: dict[str, Any] = {}
+        for label, argv in (("bare_ms", ["true"]), ("sandboxed_ms", wrapped)):
+            times = []
+            for _ in range(count):
+                start = time.perf_counter()
+                subprocess.run(argv, check=True, cwd=work)
+                times.append((time.perf_counter() - start) * 1000)
+            times.sort()
+            out[label] = times[len(times) // 2]
+    return out
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -461,6 +488,20 @@ def table(results: dict[str, Any]) -> str:
             hooks["mc_ns"] <= 3000,
         ),
     ]
+    box = results.get("sandbox", {"skipped": "not measured"})
+    if "skipped" in box:
+        rows.append(("sandbox start per run", box["skipped"], "", "(no target)", True))
+    else:
+        added = box["sandboxed_ms"] - box["bare_ms"]
+        rows.append(
+            (
+                "sandbox start per run",
+                f"{box['sandboxed_ms']:.1f} ms in bubblewrap vs {box['bare_ms']:.1f} ms bare",
+                f"+{added:.1f} ms",
+                "(no target)",
+                True,
+            )
+        )
     if "skipped" in pg:
         rows.append(("PostgreSQL, 1/2/3 controllers", pg["skipped"], "", "(no target)", True))
     else:
@@ -476,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the bench works, not the targets")
     parser.add_argument(
         "--only",
-        choices=("lifecycle", "retry", "reaction", "scale", "hooks", "postgres"),
+        choices=("lifecycle", "retry", "reaction", "scale", "hooks", "sandbox", "postgres"),
         help="run one figure and print its raw result (for profiling work)",
     )
     parser.add_argument("--tickets", type=int, help="with --only: how many tickets")
@@ -492,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
                 "retry": lambda: retry_path(base, n),
                 "reaction": lambda: reaction(base, n),
                 "hooks": hook_overhead,
+                "sandbox": lambda: sandbox_start(n),
                 "scale": lambda: scale(base, (n, 10 * n), (n, 10 * n)),
             }[args.only]
             print(json.dumps(figure(), indent=2))
@@ -510,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                 base, (1_000, 10_000) if quick else (10_000, 100_000), (100, 300) if quick else (1_000, 10_000)
             ),
             "hooks": hook_overhead(),
+            "sandbox": sandbox_start(20 if quick else 200),
             "postgres": postgres_controllers(base, 30 if quick else 1000),
         }
     finally:

@@ -214,6 +214,12 @@ def _instantiate(obj: Any, section: Section) -> Any:
         return plugin_class(section)
     except KeyError as exc:
         raise section.error(str(exc.args[0]) if exc.args else None, "a value (the plugin requires it)") from None
+    except ConfigError:
+        raise
+    except (Exception, SystemExit) as exc:
+        raise ConfigError(
+            f"{section.file}: {section.path}: the plugin failed to start: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _import_target(target: str) -> Any:
@@ -279,7 +285,7 @@ def load_plugins(config: PluginsConfig, extra: list[tuple[str, object]] | None =
             raise ConfigError(f"{config.file}: plugins.{name}: importing it failed: {exc}") from None
         except AttributeError as exc:
             raise ConfigError(f"{config.file}: plugins.{name}: {exc}") from None
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() must not end `mc run` silently
             raise ConfigError(
                 f"{config.file}: plugins.{name}: importing it failed: {type(exc).__name__}: {exc}"
             ) from None
@@ -292,7 +298,7 @@ def load_plugins(config: PluginsConfig, extra: list[tuple[str, object]] | None =
             continue
         try:
             obj = ep.load()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise ConfigError(f"entry point {name} ({ep.value}): loading failed: {type(exc).__name__}: {exc}") from None
         dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
         section = _fresh_section(config, name)

@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return dispatch(args)
-    except (ConfigError, StoreError, UsageError) as exc:
+    except (ConfigError, StoreError, UsageError, flags.KillSwitchError) as exc:
         print(f"mc: {exc}", file=sys.stderr)
         return 2
     except pw.DatabaseError as exc:  # not the user's mistake (an outage, say), but still one clear line

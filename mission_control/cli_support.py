@@ -82,3 +82,10 @@ def refuse_inside_a_run(what: str) -> None:
     for kind, pid, start in queries.local_processes():
         if pid in ancestors and rt.pid_alive(pid, start):
             raise UsageError(f"{what}: refused: this command runs inside {kind} (pid {pid}); only a person may")
+
+
+def shown(text: str, keep_lines: bool = False) -> str:
+    """Untrusted text as it may be printed to a terminal: control characters (ANSI escapes, carriage
+    returns, ...) written as escapes, so a title cannot repaint the screen or fake a line."""
+    keep = "\n\t" if keep_lines else "\t"
+    return "".join(ch if ch.isprintable() or ch in keep else ch.encode("unicode_escape").decode() for ch in text)

@@ -11,12 +11,17 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 KILLSWITCH_FILE = ".mc_killswitch"
 CLUSTER_FLAG = "killswitch"
+
+
+class KillSwitchError(Exception):
+    """The kill-switch file cannot be changed (something else is at its path); one line for the user."""
 
 
 def killswitch_path(root: str | os.PathLike[str] | None = None) -> Path:
@@ -71,8 +76,11 @@ def engage_killswitch(root: str | os.PathLike[str], who: str, reason: str = "") 
 
 
 def write_killswitch_file(root: str | os.PathLike[str], info: dict[str, Any]) -> None:
-    """Write ``info`` as this root's kill-switch file, atomically."""
+    """Write ``info`` as this root's kill-switch file, atomically (KillSwitchError when a directory is
+    in the way)."""
     path = killswitch_path(root)
+    if path.is_dir() and not path.is_symlink():
+        raise KillSwitchError(f"{path} is a directory: the kill-switch counts as engaged; remove it to use the file")
     tmp = path.with_name(f"{KILLSWITCH_FILE}.{os.getpid()}.{time.time_ns()}.tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -81,12 +89,15 @@ def write_killswitch_file(root: str | os.PathLike[str], info: dict[str, Any]) ->
 
 
 def release_killswitch(root: str | os.PathLike[str]) -> bool:
-    """Remove the kill-switch file; False if it was not there."""
+    """Remove the kill-switch file; False if it was not there (KillSwitchError when a directory is there)."""
+    path = killswitch_path(root)
     try:
-        killswitch_path(root).unlink()
+        path.unlink()
         return True
     except FileNotFoundError:
         return False
+    except IsADirectoryError:
+        raise KillSwitchError(f"{path} is a directory, which keeps the kill-switch engaged; remove it") from None
 
 
 def killswitch_status(root: str | os.PathLike[str]) -> dict[str, Any]:
@@ -105,7 +116,7 @@ def killswitch_status(root: str | os.PathLike[str]) -> dict[str, Any]:
         return status
     status.update(source=status["source"] or str(path), since=stat.st_mtime)
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8")[:65536])
+        recorded = json.loads(_read_small(path))
         if isinstance(recorded, dict):
             for key in ("who", "host", "reason"):
                 if isinstance(recorded.get(key), str):
@@ -139,3 +150,14 @@ def set_cluster_killswitch(info: dict[str, Any] | None) -> None:
     from mission_control.store import queries
 
     queries.set_meta(CLUSTER_FLAG, None if info is None else json.dumps(info))
+
+
+def _read_small(path: Path, limit: int = 65536) -> str:
+    """The start of a regular file, without following a link or blocking on a FIFO (OSError otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.read(fd, limit).decode("utf-8", errors="replace")
+    finally:
+        os.close(fd)

@@ -38,7 +38,7 @@ from mission_control.loop.reports import Reports
 from mission_control.loop.reviews import Reviews
 from mission_control.luci_operator import Operator
 from mission_control.narration import Narrator
-from mission_control.store.connection import database_id, drain_wakeups, listen_fd
+from mission_control.store.connection import database_id, drain_wakeups, listen_fd, store_gone
 from mission_control.store.models import ShadowReview, Ticket, WorkerRun
 from mission_control.store.transactions import write
 
@@ -96,6 +96,7 @@ class Pickup:
         self.applier = Applier(self.ctx, ask=self.ask, decide=self.decide)
         self.recovery = Recovery(self.ctx, self.lease, self.reports)
         self.stopping = False
+        self.fatal: str | None = None  # why this controller cannot go on (its store is gone)
         self.stop_deadline: float | None = None
         self.bad_config_mtime = 0
         self.next_heartbeat = 0.0
@@ -147,6 +148,8 @@ class Pickup:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.close()
+        if self.fatal is not None:
+            return 1
         engaged = self.killswitch_engaged() if self.until_idle and not engaged_before else None
         if engaged is not None:
             why = f" by {engaged.get('who', '?')}: {engaged.get('reason') or 'no reason given'}"
@@ -160,6 +163,9 @@ class Pickup:
         if drain_wakeups():  # another process changed something: look now, not at the next poll
             self.dirty = True
         self.housekeeping()
+        if self.fatal is not None:
+            self.ctx.say(f"stopping: {self.fatal}")
+            return False
         if self.stopping and self.shutdown_step():
             return False
         progressed = self.step()
@@ -181,7 +187,8 @@ class Pickup:
         self.reload_config()
         if now >= self.next_heartbeat:
             self.next_heartbeat = now + max(0.5, self.config.lease_seconds / 3)
-            if self.lease.renew():
+            self.fatal = store_gone()
+            if self.fatal is None and self.lease.renew():
                 self.dirty = True
         if now >= self.next_recovery:
             self.recover()

@@ -16,6 +16,7 @@ from mission_control.cli_support import (
     manual,
     open_store,
     refuse_inside_a_run,
+    shown,
     ticket_by_key,
     user,
     valid_sha,
@@ -119,7 +120,7 @@ def cmd_ticket_list(args: argparse.Namespace, config: Config) -> int:
         return 0
     for t in tickets:
         title = " ".join(t.title.split())
-        print(f"{t.key:<10} {t.status:<12} cycles={t.review_cycles} deaths={t.death_count}  {title[:80]}")
+        print(f"{t.key:<10} {t.status:<12} cycles={t.review_cycles} deaths={t.death_count}  {shown(title[:80])}")
     return 0
 
 
@@ -144,7 +145,7 @@ def cmd_ticket_show(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         emit_json(views.ticket_details(ticket))
         return 0
-    print(f"{ticket.key}  {ticket.title}")
+    print(f"{ticket.key}  {shown(ticket.title)}")
     print(
         f"status {ticket.status} · review cycles {ticket.review_cycles} · deaths {ticket.death_count} · "
         f"attempts {ticket.attempts} · done_sha {ticket.done_sha or '-'} · worker {ticket.worker}"
@@ -152,17 +153,17 @@ def cmd_ticket_show(args: argparse.Namespace, config: Config) -> int:
     print(f"branch {ticket.branch or '-'} · worktree {ticket.worktree or '-'} · repo {ticket.repo or '-'}")
     if ticket.body:
         print()
-        print(ticket.body)
+        print(shown(ticket.body, keep_lines=True))
     ran = views.runs(ticket)
     if ran:
         spent = sum(r["cost_usd"] or 0 for r in ran)
         print()
         print(f"runs (spent ${spent:.4f}):")
         for run in ran:
-            print(_run_line(run))
+            print(shown(_run_line(run)))
     print()
     for line in timeline(ticket):
-        print(line)
+        print(shown(line))
     return 0
 
 

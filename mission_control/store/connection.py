@@ -4,6 +4,7 @@ wake-ups controllers send each other through it (PostgreSQL LISTEN/NOTIFY)."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -24,13 +25,20 @@ def open_database(database: str, create: bool = False) -> pw.Database:
             from playhouse.db_url import connect
         except ImportError as exc:  # pragma: no cover - peewee always ships db_url
             raise StoreError(str(exc)) from None
+        shown = redacted(database)
         try:
             real = connect(database)
+        except ImportError:
+            raise StoreError("postgresql needs a driver: pip install 'mc-hooks[postgres]'") from None
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"{shown}: not a valid postgresql:// URL ({exc})") from None
+        try:
             real.connect(reuse_if_open=True)
         except ImportError:
             raise StoreError("postgresql needs a driver: pip install 'mc-hooks[postgres]'") from None
-        except pw.OperationalError as exc:
-            raise StoreError(f"cannot connect to {database}: {str(exc).strip().splitlines()[0]}") from None
+        except (pw.OperationalError, pw.InterfaceError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot connect to {shown}: {first}") from None
     else:
         path = Path(database)
         if not path.parent.is_dir():
@@ -58,6 +66,8 @@ def open_database(database: str, create: bool = False) -> pw.Database:
             real.connect(reuse_if_open=True)
         except pw.OperationalError as exc:
             raise StoreError(f"{database}: cannot open: {exc}") from None
+        found = path.stat()
+        _OPENED[str(path)] = (found.st_dev, found.st_ino)
     db.initialize(real)
     if not create:
         missing = schema_gaps()
@@ -69,6 +79,32 @@ def open_database(database: str, create: bool = False) -> pw.Database:
                 f"{where}: the schema is older than this mc (no {missing[0]}); run `mc init` to migrate it"
             )
     return real
+
+
+_OPENED: dict[str, tuple[int, int]] = {}  # SQLite files as they were when opened: (device, inode)
+
+
+def store_gone() -> str | None:
+    """Why the open SQLite file is no longer the store at its path (deleted, or replaced by a new one, e.g.
+    by `mc init` after a deletion), or None. A controller that kept writing to a deleted file would
+    lose everything it did; it checks this with its heartbeat and stops."""
+    for path, identity in _OPENED.items():
+        if not isinstance(db.obj, pw.SqliteDatabase) or db.obj.database != path:
+            continue
+        try:
+            found = os.stat(path)
+        except FileNotFoundError:
+            return f"the database {path} was deleted while this controller had it open"
+        except OSError:
+            return None
+        if (found.st_dev, found.st_ino) != identity:
+            return f"the database {path} was replaced by another file while this controller had it open"
+    return None
+
+
+def redacted(url: str) -> str:
+    """A database URL as it may be shown: any password replaced by ``***``."""
+    return re.sub(r"^([a-z]+://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 def close_database() -> None:
