@@ -19,7 +19,7 @@ from mission_control.cli_support import Parser, UsageError, emit_json, manual, o
 from mission_control.config import DEFAULT_CONFIG_TEXT, Config, config_path, load_config
 from mission_control.controller import Controller
 from mission_control.store import StoreError
-from mission_control.store.connection import notify_controllers
+from mission_control.store.connection import notify_controllers, wait_for_locks_at_most
 from mission_control.store.migration import init_schema
 from mission_control.store.models import STATUSES, VERDICTS
 from mission_control.store.transactions import write
@@ -87,11 +87,21 @@ def cmd_killswitch(args: argparse.Namespace, config: Config) -> int:
         # store is doing (a busy or unreachable store must not delay an emergency stop). Then the
         # cluster flag and the audit event, for every host.
         flags.engage_killswitch(root, who=who, reason=reason)
-        _switch(
-            config,
-            lambda controller: controller.engage_killswitch(reason, who=who) or True,
-            file_only=lambda: True,
-        )
+        try:
+            open_store(config)
+            wait_for_locks_at_most(1.0)
+            controller = manual(config)
+            write(lambda: controller.engage_killswitch(reason, who=who), attempts=2)
+            notify_controllers()
+        except StoreError:
+            pass  # no store yet: the file is all there is to engage
+        except pw.DatabaseError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(
+                f"mc: engaged on this root ({flags.killswitch_path(root)}), but the store could not be told "
+                f"({first}), so other hosts go on; run `mc killswitch on` again",
+                file=sys.stderr,
+            )
         print("kill-switch engaged: no automatic dispatch, review, harvest or reopen until `mc killswitch off`")
         return 0
     if args.state == "off":

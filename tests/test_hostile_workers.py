@@ -451,3 +451,63 @@ def test_02_a_verdict_renamed_over_the_review_log_is_never_read(tmp_path: Path) 
     reviews = mc.show(key)["reviews"]
     assert reviews and all(r["verdict"] == "fail" for r in reviews), reviews
     assert '"forged"' in (mc.path / "logs" / key / "1.review.log").read_text()  # the forgery did land on disk
+
+
+def _plan_for(config: Config, ticket: Ticket) -> Launch:
+    run = WorkerRun.create(ticket=ticket.id, attempt=1, profile="default", session="s", log_path="x")
+    return launch.worker(config, "db", ticket, run, launch.History())
+
+
+def test_03_a_ticket_without_a_repo_never_runs_in_the_mc_root(loop_config: Config) -> None:
+    plan = _plan_for(loop_config, add(loop_config, "no repo"))
+    assert plan.cwd == loop_config.root / "worktrees" / "MC-1" and plan.cwd != loop_config.root
+    if sandbox_module.works() is None:  # and in the sandbox the MC root is empty and read-only
+        root = str(loop_config.root)
+        assert ["--tmpfs", root] == plan.argv[plan.argv.index("--tmpfs") : plan.argv.index("--tmpfs") + 2]
+        assert ["--remount-ro", root] == plan.argv[plan.argv.index("--remount-ro") :][:2]
+
+
+def test_05_no_controller_setting_or_database_credential_reaches_a_run(
+    loop_config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = {
+        "MC_CONFIG": "/etc/mc/config.yaml",
+        "MC_DATABASE_URL": "postgresql://mc:pw@db/mc",
+        "PGPASSWORD": "pw",
+        "PGPASSFILE": "/root/.pgpass",
+        "DATABASE_URL": "postgresql://mc:pw@db/mc",
+        "MC_HOST": "ctl-1",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    plan = _plan_for(loop_config, add(loop_config, "peek"))
+    assert not set(secrets) & set(plan.env)
+    assert plan.env["MC_TICKET"] == "MC-1"  # the documented run variables stay
+
+
+def test_16_a_claim_of_an_older_commit_than_the_base_is_refused(tmp_path: Path) -> None:
+    from mc_plugins.done_verifier import claim_problem
+
+    repo = make_repo(tmp_path / "repo")
+    older = git(repo, "rev-parse", "HEAD")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "the base the run started from")
+    base = git(repo, "rev-parse", "HEAD")
+    problem = claim_problem(str(repo), older, None, base)
+    assert problem is not None and "does not descend from the commit the run started from" in problem
+
+
+def test_10_mc_killswitch_on_takes_effect_at_once_while_the_store_is_locked(plain_root: Path) -> None:
+    import sqlite3
+
+    holder = sqlite3.connect(plain_root / "mc.db", isolation_level=None, timeout=0)
+    holder.execute("BEGIN IMMEDIATE")  # as a plugin hook that sleeps inside a transaction would
+    try:
+        started = time.monotonic()
+        result = mc_at(plain_root, "killswitch", "on", "--reason", "stop now")
+        took = time.monotonic() - started
+        assert result.returncode == 0 and took < 10, (took, result.stderr)
+        assert flags.killswitch_status(plain_root)["reason"] == "stop now"  # in effect for every controller here
+        assert "the store could not be told" in result.stderr
+    finally:
+        holder.rollback()
+        holder.close()

@@ -102,6 +102,15 @@ def store_gone() -> str | None:
     return None
 
 
+def wait_for_locks_at_most(seconds: float) -> None:
+    """From now on, give up on a lock held by someone else after ``seconds`` (for commands that must
+    answer at once, like `mc killswitch on`)."""
+    if is_postgres():
+        db.obj.execute_sql(f"SET lock_timeout = {int(seconds * 1000)}")
+    else:
+        db.obj.execute_sql(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
+
 def redacted(url: str) -> str:
     """A database URL as it may be shown: any password replaced by ``***``."""
     return re.sub(r"^([a-z]+://[^:/@]*):[^@]*@", r"\1:***@", url)
