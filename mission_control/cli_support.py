@@ -78,10 +78,15 @@ def refuse_inside_a_run(what: str) -> None:
     drop. The controller is a child subreaper, so even a run's orphans stay in its tree."""
     if os.environ.get("MC_TICKET"):
         raise UsageError(f"{what}: refused inside a run (MC_TICKET is set): a run cannot decide about itself")
-    ancestors = set(rt.ancestors(os.getpid()))
+    chain = rt.ancestors(os.getpid())
+    ancestors = set(chain)
     for kind, pid, start in queries.local_processes():
         if pid in ancestors and rt.pid_alive(pid, start):
             raise UsageError(f"{what}: refused: this command runs inside {kind} (pid {pid}); only a person may")
+    # A run whose controller died before it noted the run's pid: known by the run id it was started with.
+    running = set(queries.running_run_ids(queries.database_id_text()))
+    if running & rt.run_ids_of(chain):
+        raise UsageError(f"{what}: refused: this command runs inside a worker or reviewer run; only a person may")
 
 
 def shown(text: str, keep_lines: bool = False) -> str:

@@ -185,6 +185,21 @@ def pid_alive(pid: int | None, start: str = "") -> bool:
     return not start or fields[19].decode() == start
 
 
+def run_ids_of(pids: list[int]) -> set[str]:
+    """The ``MC_RUN_ID`` / ``MC_REVIEW_ID`` values in the environments these processes started with."""
+    found: set[str] = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                environ = handle.read(1 << 20)
+        except OSError:
+            continue
+        for item in environ.split(b"\0"):
+            if item.startswith((b"MC_RUN_ID=", b"MC_REVIEW_ID=")):
+                found.add(item.split(b"=", 1)[1].decode(errors="replace"))
+    return found
+
+
 def find_process_with_env(name: str, value: str) -> int | None:
     """A pid whose environment holds ``name=value`` (Linux; same user), or None."""
     needle = f"{name}={value}".encode() + b"\0"

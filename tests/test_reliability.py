@@ -307,3 +307,44 @@ def test_read_only_database_directory_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "mc.db" in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("sandbox", ["off", "on"])
+def test_hostile_campaign_hostile_workers_and_controller_sigkills(tmp_path: Path, sandbox: str) -> None:
+    """Issue 13's hostile behaviours, chosen at random per run, mixed with controller SIGKILLs: every
+    count stays exact, no forged verdict, no refused command succeeds, nothing outside is overwritten."""
+    from mission_control import sandbox as sandbox_module
+
+    if sandbox == "on" and sandbox_module.works() is not None:
+        pytest.skip(f"no sandbox here: {sandbox_module.works()}")
+    seed = int(os.environ.get("MC_SEED", random.SystemRandom().randrange(1 << 30)))
+    rng = random.Random(seed)
+    root = tmp_path / "root"
+    agent = [sys.executable, str(Path(__file__).with_name("hostile_agent.py")), str(root)]
+    mc = McRoot(root, max_workers=3, poll_interval=0.05, sandbox=sandbox, workers={"default": {"command": agent}})
+    precious = mc.state / "precious"
+    precious.write_text("not yours", encoding="utf-8")
+    scripts = [random_script(rng) for _ in range(30)]
+    keys = add_scripted(mc, scripts)
+    env = mc.env(MC_DEMO_DELAY="0.1", MC_HOSTILE_SEED=str(seed))
+    kills = 0
+    while kills < 12:
+        controller = mc.popen("run", env=env)
+        time.sleep(rng.uniform(0.1, 0.8))
+        controller.send_signal(signal.SIGKILL)
+        controller.wait()
+        kills += 1
+    mc.mc("run", "--until-idle", env=env, timeout=300)
+    check_all(mc, keys, scripts, seed)
+    acts = [json.loads(line) for line in (mc.state / "hostile.jsonl").read_text().splitlines()]
+    refused = [a for a in acts if a["act"] in ("record-own-verdict", "release-killswitch", "set-own-status")]
+    assert all(a["outcome"] != 0 for a in refused), refused  # no person's command worked from inside a run
+    assert precious.read_text(encoding="utf-8") == "not yours"
+    reviewers = {r["reviewer"] for key in keys for r in mc.show(key)["reviews"]}
+    assert reviewers <= {"shadow_reviewer"}, reviewers
+    report(
+        f"hostile workers (sandbox {sandbox}) + controller SIGKILLed",
+        f"{len(acts)} hostile acts of {len({a['act'] for a in acts})} kinds, seed {seed}",
+        kills,
+        f"{len(keys)} tickets: counts exact; 0 forged verdicts; {len(refused)} person's commands refused",
+    )

@@ -318,3 +318,16 @@ def local_processes() -> list[tuple[str, int, str]]:
     )
     rows += [("a reviewer run", pid, start) for pid, start in tuples(reviewing)]
     return rows
+
+
+def database_id_text() -> str:
+    """The store's own id (made at `mc init`), as in ``MC_RUN_ID=<id>:<run>``."""
+    return meta_value("db_id") or "unknown"
+
+
+def running_run_ids(db_id: str) -> list[str]:
+    """``<db id>:<run id>`` of every worker run still running, or reported and not yet applied (its review
+    may be running), as in a worker's or reviewer's environment."""
+    pending = (WorkerRun.outcome == "running") | WorkerRun.applied_at.is_null()
+    query = WorkerRun.select(WorkerRun.id).where(pending | WorkerRun.review_pid.is_null(False))
+    return [f"{db_id}:{run_id}" for (run_id,) in tuples(query)]
