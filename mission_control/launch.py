@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -158,7 +159,22 @@ def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: His
     git_dir = worktrees.git_dir(ticket.repo) if ticket.repo else None
     writable = (workspace.path, *([git_dir] if git_dir else []))
     readable = () if preset is not None else (prompt_file,)  # a preset reads its prompt on stdin
-    return _sandboxed(config, ticket.key, plan, preset, profile, writable, readable)
+    # Commits need the repository's objects and refs; its configuration, hooks and info/ stay read-only,
+    # so a run cannot plant a filter, a hook or attributes that the controller's own git would then run.
+    protected = tuple(git_dir / name for name in ("config", "hooks", "info")) if git_dir else ()
+    return _sandboxed(config, ticket.key, plan, preset, profile, writable, (*readable, *protected))
+
+
+def confined_git(config: Config, workspace: Workspace) -> Callable[[list[str]], list[str]] | None:
+    """How the controller runs git on a run's worktree where that reads configuration the run could have
+    written (``git status``): inside a read-only sandbox seeing only the worktree and its repository's git
+    directory; None where runs are not sandboxed (then the run already ran unconfined)."""
+    if not sandbox.enabled(config.sandbox):
+        return None
+    git_dir = worktrees.git_dir(workspace.repo) if workspace.repo else None
+    readable = (workspace.path, *([git_dir] if git_dir else []))
+    mounts = sandbox.Mounts(readable=readable, hidden=(config.root,))
+    return lambda argv: sandbox.wrap(argv, workspace.path, mounts)
 
 
 def workspace_of(config: Config, ticket: Ticket, run: WorkerRun) -> Workspace:

@@ -8,6 +8,7 @@ last JSON verdict line, or a preset's structured output.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,14 +48,23 @@ def tail_of(stdout: Path, process: rt.Process | None = None) -> str:
     return (rt.read_tail(stdout) + rt.read_tail(stdout.with_suffix(".err")))[-TAIL:]
 
 
-def worker(profile: AgentSettings, stdout: Path, workspace: Workspace, process: rt.Process | None) -> WorkerOutcome:
+def worker(
+    profile: AgentSettings,
+    stdout: Path,
+    workspace: Workspace,
+    process: rt.Process | None,
+    confine: Callable[[list[str]], list[str]] | None = None,
+) -> WorkerOutcome:
     """Read a finished worker run. ``process`` is None when it ended while no controller watched it
     (recovery): its exit status is unknown, so only what it wrote counts."""
     if process is not None and process.for_shutdown:
         return WorkerOutcome(requeue=process.stopped)
     preset = agents.preset(profile)
     source = process.stdout if process is not None else stdout
-    outcome = _preset_worker(preset, source, workspace, process) if preset else _command_worker(source, process)
+    if preset:
+        outcome = _preset_worker(preset, source, workspace, process, confine)
+    else:
+        outcome = _command_worker(source, process)
     if outcome.death is not None:
         outcome.tail = tail_of(stdout, process)
     return outcome
@@ -75,7 +85,11 @@ def _command_worker(stdout: rt.Output, process: rt.Process | None) -> WorkerOutc
 
 
 def _preset_worker(
-    preset: agents.ClaudeCode, stdout: rt.Output, workspace: Workspace, process: rt.Process | None
+    preset: agents.ClaudeCode,
+    stdout: rt.Output,
+    workspace: Workspace,
+    process: rt.Process | None,
+    confine: Callable[[list[str]], list[str]] | None,
 ) -> WorkerOutcome:
     said = preset.report(stdout)
     outcome = WorkerOutcome(agent=said)
@@ -91,7 +105,7 @@ def _preset_worker(
         outcome.death = Death.of(why, code)
     else:
         outcome.sha = worktrees.new_commit(workspace)
-        left = worktrees.leftovers(workspace)
+        left = worktrees.leftovers(workspace, confine)
         if outcome.sha is not None:
             outcome.leftovers = left
         else:

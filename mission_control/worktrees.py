@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,20 +135,33 @@ def prepare(root: Path, key: str, repo: str | None, branch: str | None, scratch_
 
 
 def new_commit(workspace: Workspace) -> str | None:
-    """The workspace's head if it is a new commit past the run's base (a descendant, not the base)."""
-    if workspace.base_sha is None:
+    """The branch's head if it is a new commit past the run's base (a descendant, not the base). Read
+    from the repository itself, never through the worktree's ``.git`` file, which the run could point
+    at a directory of its own."""
+    if workspace.base_sha is None or workspace.repo is None or workspace.branch is None:
         return None
-    current = head(workspace.path)
-    if current is None or current == workspace.base_sha:
+    found = git(workspace.repo, "rev-parse", "--verify", "-q", f"refs/heads/{workspace.branch}^{{commit}}")
+    current = found.stdout.strip() if found.returncode == 0 else None
+    if not current or current == workspace.base_sha:
         return None
-    if git(workspace.path, "merge-base", "--is-ancestor", workspace.base_sha, current).returncode != 0:
+    if git(workspace.repo, "merge-base", "--is-ancestor", workspace.base_sha, current).returncode != 0:
         return None
     return current
 
 
-def leftovers(workspace: Workspace) -> list[str]:
-    """Uncommitted changes in the workspace (``git status --porcelain`` lines, at most 50)."""
-    result = git(workspace.path, "status", "--porcelain", "--untracked-files=all")
+def leftovers(workspace: Workspace, confine: Callable[[list[str]], list[str]] | None = None) -> list[str]:
+    """Uncommitted changes in the workspace (``git status --porcelain`` lines, at most 50). ``git status``
+    reads the worktree's own git configuration, which a run can write (filters, say): ``confine`` runs
+    it inside a read-only sandbox."""
+    argv = ["git", *HARDENED, "--no-optional-locks", "-C", str(workspace.path), "status", "--porcelain"]
+    argv = [*argv, "--untracked-files=all"]
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    try:
+        result = subprocess.run(
+            confine(argv) if confine else argv, capture_output=True, text=True, timeout=GIT_TIMEOUT, env=env
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
     return result.stdout.splitlines()[:MAX_LEFTOVERS] if result.returncode == 0 else []
 
 

@@ -511,3 +511,26 @@ def test_10_mc_killswitch_on_takes_effect_at_once_while_the_store_is_locked(plai
     finally:
         holder.rollback()
         holder.close()
+
+
+@pytest.mark.slow
+def test_19_a_sandboxed_run_cannot_plant_config_for_the_controllers_git(tmp_path: Path) -> None:
+    require_sandbox()
+    repo = make_repo(tmp_path / "repo")
+    pwned = tmp_path / "pwned"
+    plant = (
+        f"git config filter.evil.clean 'touch {pwned}' 2>> {tmp_path / 'tried'}; "
+        f"echo '#!/bin/sh' > {repo / '.git' / 'hooks' / 'post-checkout'} 2>> {tmp_path / 'tried'}; "
+        "echo '* filter=evil' > .gitattributes; echo x > a.txt; "
+        "git -c user.name=a -c user.email=a@b add -A && git -c user.name=a -c user.email=a@b commit -qm x; "
+        "echo dirty > b.txt; echo DONE: $(git rev-parse HEAD)"
+    )
+    mc = McRoot(tmp_path / "root", sandbox="on", workers={"default": {"command": ["sh", "-c", plant]}})
+    mc.config["reviewer"]["enabled"] = False
+    mc.write_config()
+    key = mc.mc("ticket", "add", "plant a filter", "--repo", str(repo)).stdout.strip()
+    mc.run()
+    assert "filter.evil" not in (repo / ".git" / "config").read_text()
+    assert not pwned.exists()
+    assert not (repo / ".git" / "hooks" / "post-checkout").exists()
+    assert mc.show(key)["status"] == "done"

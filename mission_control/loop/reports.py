@@ -57,7 +57,8 @@ class Reports:
         a death and never costs a review."""
         ticket = run.ticket
         workspace = launch.workspace_of(self.ctx.config, ticket, run)
-        outcome = outcomes.worker(self.ctx.profile(run.profile), Path(run.log_path), workspace, process)
+        confine = launch.confined_git(self.ctx.config, workspace)
+        outcome = outcomes.worker(self.ctx.profile(run.profile), Path(run.log_path), workspace, process, confine)
         if outcome.sha is not None:
             problem = self.verify(ticket, outcome.sha, run.base_sha)
             if problem:
