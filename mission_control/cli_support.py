@@ -11,7 +11,7 @@ import re
 import sys
 from typing import Any, NoReturn
 
-from mission_control import ticket_runtime as rt
+from mission_control import proctree
 from mission_control.config import Config
 from mission_control.controller import Controller
 from mission_control.store import queries
@@ -78,14 +78,14 @@ def refuse_inside_a_run(what: str) -> None:
     drop. The controller is a child subreaper, so even a run's orphans stay in its tree."""
     if os.environ.get("MC_TICKET"):
         raise UsageError(f"{what}: refused inside a run (MC_TICKET is set): a run cannot decide about itself")
-    chain = rt.ancestors(os.getpid())
+    chain = proctree.ancestors(os.getpid())
     ancestors = set(chain)
     for kind, pid, start in queries.local_processes():
-        if pid in ancestors and rt.pid_alive(pid, start):
+        if pid in ancestors and proctree.pid_alive(pid, start):
             raise UsageError(f"{what}: refused: this command runs inside {kind} (pid {pid}); only a person may")
     # A run whose controller died before it noted the run's pid: known by the run id it was started with.
     running = set(queries.running_run_ids(queries.database_id_text()))
-    if running & rt.run_ids_of(chain):
+    if running & proctree.run_ids_of(chain):
         raise UsageError(f"{what}: refused: this command runs inside a worker or reviewer run; only a person may")
 
 

@@ -25,6 +25,7 @@ from mc_hooks import events
 from mc_hooks.manager import PluginFailed, load_plugins
 from mc_hooks.settings import ConfigError
 from mission_control import mc_orchestrator_flags as flags
+from mission_control import proctree
 from mission_control import ticket_runtime as rt
 from mission_control.config import Config, load_config
 from mission_control.controller import Controller, Death
@@ -129,7 +130,7 @@ class Pickup:
         Returns 0, or 1 when an ``--until-idle`` run ends with a kill-switch that engaged during it
         (the circuit breaker tripped, say): nothing more happens until a person looks."""
         self.lease.register()
-        rt.become_subreaper()  # a run's detached helpers stay in this controller's tree (see cli_support)
+        proctree.become_subreaper()  # a run's detached helpers stay in this controller's tree (see cli_support)
         engaged_before = self.killswitch_engaged() is not None
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         old_wakeup = signal.set_wakeup_fd(self.watcher.wake_fd)

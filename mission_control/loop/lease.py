@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from mission_control import ticket_runtime as rt
+from mission_control import proctree
 from mission_control.loop.context import LoopContext
 from mission_control.store import queries
 from mission_control.store.connection import db_time
@@ -22,7 +22,7 @@ class Lease:
     def register(self) -> None:
         """Take a new lease; its id is this controller's identity in the store."""
         pid = os.getpid()
-        row = write(lambda: queries.register_controller(self.ctx.host, pid, rt.proc_start_time(pid), db_time()))
+        row = write(lambda: queries.register_controller(self.ctx.host, pid, proctree.proc_start_time(pid), db_time()))
         self.ctx.me = row.id
 
     def renew(self) -> bool:
@@ -73,5 +73,5 @@ class Lease:
         return [
             row
             for row in queries.live_controllers(excluding=self.ctx.me)
-            if row.heartbeat_at < expired or (row.host == here and not rt.pid_alive(row.pid, row.proc_start))
+            if row.heartbeat_at < expired or (row.host == here and not proctree.pid_alive(row.pid, row.proc_start))
         ]

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from mission_control import outcomes, worktrees
+from mission_control import outcomes, proctree, worktrees
 from mission_control import ticket_runtime as rt
 from mission_control.controller import Death
 from mission_control.loop.context import LoopContext
@@ -67,10 +67,10 @@ class Recovery:
         here = run.host == self.ctx.host
         pid = run.pid
         if pid is None and here:
-            pid = rt.find_process_with_env("MC_RUN_ID", f"{self.ctx.db_id}:{run.id}")
-        if here and pid and rt.pid_alive(pid, run.proc_start if run.pid else ""):
+            pid = proctree.find_process_with_env("MC_RUN_ID", f"{self.ctx.db_id}:{run.id}")
+        if here and pid and proctree.pid_alive(pid, run.proc_start if run.pid else ""):
             profile = self.ctx.profile(run.profile)
-            start = run.proc_start or rt.proc_start_time(pid)
+            start = run.proc_start or proctree.proc_start_time(pid)
             deadline = run.started_at + profile.timeout
             self.adopt("worker", run, ticket, pid, start, Path(run.log_path), deadline, token, profile.stall_timeout)
         elif not here and run.pid:
@@ -107,13 +107,13 @@ class Recovery:
         here = run.host == self.ctx.host
         pid = run.review_pid
         if pid is None and here:
-            pid = rt.find_process_with_env("MC_REVIEW_ID", f"{self.ctx.db_id}:{run.id}")
+            pid = proctree.find_process_with_env("MC_REVIEW_ID", f"{self.ctx.db_id}:{run.id}")
         stdout = Path(run.log_path).with_name(f"{run.attempt}.review.log")
         start = run.review_proc_start if run.review_pid else ""
         reviewer = self.ctx.config.reviewer
-        if here and pid and rt.pid_alive(pid, start):
+        if here and pid and proctree.pid_alive(pid, start):
             deadline = time.time() + reviewer.timeout
-            start = start or rt.proc_start_time(pid)
+            start = start or proctree.proc_start_time(pid)
             self.adopt("review", run, ticket, pid, start, stdout, deadline, token, reviewer.stall_timeout)
             return
         parsed, said = outcomes.read_review(reviewer, stdout)
