@@ -303,7 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
     op = sub.add_parser("operator", help="record health and reopen weak completions")
     op.add_argument("--once", action="store_true")
     sub.add_parser("health", help="the latest health snapshot").add_argument("--json", action="store_true")
+    _config_after_the_command(parser)
     return parser
+
+
+def _config_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--config`` after the command too (`mc doctor --config x.yaml`), as people type it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _config_after_the_command(child)
+            return
+    if parser.prog != "mc":
+        parser.add_argument("--config", default=argparse.SUPPRESS, help="config file (as `mc --config`)")
 
 
 COMMANDS = {

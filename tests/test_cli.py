@@ -202,3 +202,14 @@ def test_version_prints_the_installed_version(tmp_path: Path) -> None:
     result = mc_in(tmp_path, "--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"mc {importlib.metadata.version('mc-hooks')}"
+
+
+def test_config_may_come_after_the_command(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert mc_in(elsewhere, "init").returncode == 0
+    config = str(elsewhere / "config.yaml")
+    assert mc_in(tmp_path, "ticket", "add", "x", "--config", config).returncode == 0
+    listed = mc_in(tmp_path, "ticket", "list", "--config", config)
+    assert listed.returncode == 0 and listed.stdout.startswith("MC-1")
+    assert mc_in(tmp_path, "doctor", "--config", config).stdout.startswith("ok   config:")
