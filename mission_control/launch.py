@@ -81,14 +81,19 @@ def _sandboxed(
     launch: Launch,
     preset: agents.ClaudeCode | None,
     settings: AgentSettings,
-    writable: tuple[Path, ...],
+    repo: str | None,
     readable: tuple[Path, ...],
+    worker: bool,
 ) -> Launch:
-    """``launch`` inside a sandbox, where the config's ``sandbox`` setting asks for one: its workspace
-    and ``writable`` (plus a private TMPDIR, the preset's state and the profile's ``writable_paths``)
-    writable, ``readable`` readable, the MC root and the store hidden."""
+    """``launch`` inside a sandbox, where the config's ``sandbox`` setting asks for one. A worker writes
+    its workspace and its repository's git directory (see :func:`_repo_mounts`); every run writes a
+    private TMPDIR, its preset's state and its profile's ``writable_paths``, reads ``readable``; the MC
+    root and the store are hidden."""
     if not sandbox.enabled(config.sandbox):
         return launch
+    repo_writable, repo_readable = _repo_mounts(repo, write=worker)
+    writable = (launch.workspace.path, *repo_writable) if worker else ()
+    readable = (*readable, *repo_readable)
     tmp = worktrees.run_tmp(config.root, key)
     state = preset.prepare_state(launch.env) if preset is not None else []
     store = Path(config.database)
@@ -156,13 +161,21 @@ def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: His
         profile.stall_timeout,
         workspace,
     )
-    git_dir = worktrees.git_dir(ticket.repo) if ticket.repo else None
-    writable = (workspace.path, *([git_dir] if git_dir else []))
     readable = () if preset is not None else (prompt_file,)  # a preset reads its prompt on stdin
-    # Commits need the repository's objects and refs; its configuration, hooks and info/ stay read-only,
-    # so a run cannot plant a filter, a hook or attributes that the controller's own git would then run.
-    protected = tuple(git_dir / name for name in ("config", "hooks", "info")) if git_dir else ()
-    return _sandboxed(config, ticket.key, plan, preset, profile, writable, (*readable, *protected))
+    return _sandboxed(config, ticket.key, plan, preset, profile, ticket.repo, readable, worker=True)
+
+
+def _repo_mounts(repo: str | None, write: bool) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """(writable, readable) paths of a run's repository in the sandbox. A worker writes its git directory,
+    since commits need the objects and refs; its configuration, hooks and info/ stay read-only, so a run
+    cannot plant a filter, a hook or attributes that the controller's own git would then run. A reviewer
+    only reads it."""
+    git_dir = worktrees.git_dir(repo) if repo else None
+    if git_dir is None:
+        return (), ()
+    if not write:
+        return (), (git_dir,)
+    return (git_dir,), tuple(git_dir / name for name in ("config", "hooks", "info"))
 
 
 def confined_git(config: Config, workspace: Workspace) -> Callable[[list[str]], list[str]] | None:
@@ -171,10 +184,13 @@ def confined_git(config: Config, workspace: Workspace) -> Callable[[list[str]], 
     directory; None where runs are not sandboxed (then the run already ran unconfined)."""
     if not sandbox.enabled(config.sandbox):
         return None
-    git_dir = worktrees.git_dir(workspace.repo) if workspace.repo else None
-    readable = (workspace.path, *([git_dir] if git_dir else []))
-    mounts = sandbox.Mounts(readable=readable, hidden=(config.root,))
-    return lambda argv: sandbox.wrap(argv, workspace.path, mounts)
+
+    def confine(argv: list[str]) -> list[str]:  # git_dir looked up only when git actually runs
+        _, repo_readable = _repo_mounts(workspace.repo, write=False)
+        mounts = sandbox.Mounts(readable=(workspace.path, *repo_readable), hidden=(config.root,))
+        return sandbox.wrap(argv, workspace.path, mounts)
+
+    return confine
 
 
 def workspace_of(config: Config, ticket: Ticket, run: WorkerRun) -> Workspace:
@@ -243,9 +259,7 @@ def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch
         settings.stall_timeout,
         Workspace(cwd, None, sha, repo),
     )
-    git_dir = worktrees.git_dir(repo) if repo else None
-    readable = (cwd, worker_prompt, *([git_dir] if git_dir else []))
-    return _sandboxed(config, ticket.key, plan, preset, settings, (), readable)
+    return _sandboxed(config, ticket.key, plan, preset, settings, repo, (cwd, worker_prompt), worker=False)
 
 
 def start(kind: str, run: WorkerRun, launch: Launch) -> rt.Process:

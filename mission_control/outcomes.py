@@ -129,7 +129,7 @@ def read_review(
 
 
 def review(
-    settings: AgentSettings, stdout: Path, process: rt.Process, timeout: float
+    settings: AgentSettings, process: rt.Process, timeout: float
 ) -> tuple[tuple[str, list[str], list[str]], AgentReport]:
     """A finished reviewer run's verdict (verdict, reasons, gaps) and what its agent CLI reported.
     Anything but a clean verdict (a crash, a timeout, a stall, an API error) is ``uncertain``."""

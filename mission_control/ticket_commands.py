@@ -22,7 +22,7 @@ from mission_control.cli_support import (
     valid_sha,
 )
 from mission_control.config import Config
-from mission_control.controller import short
+from mission_control.controller import Controller, short
 from mission_control.store import views
 from mission_control.store.connection import notify_controllers
 from mission_control.store.models import Ticket
@@ -167,11 +167,17 @@ def cmd_ticket_show(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def cmd_ticket_set(args: argparse.Namespace, config: Config) -> int:
+def _a_persons_change(config: Config, key: str, what: str) -> tuple[Controller, Ticket]:
+    """The facade driven by the person at the terminal and the ticket they name, for a change only a
+    person may make (refused from inside a run or a controller)."""
     open_store(config)
-    refuse_inside_a_run("ticket set")
+    refuse_inside_a_run(what)
     controller = manual(config)
-    ticket = ticket_by_key(controller, args.key)
+    return controller, ticket_by_key(controller, key)
+
+
+def cmd_ticket_set(args: argparse.Namespace, config: Config) -> int:
+    controller, ticket = _a_persons_change(config, args.key, "ticket set")
     fields: dict[str, Any] = {}
     if args.done_sha:
         fields["done_sha"] = valid_sha(args.done_sha)
@@ -197,12 +203,8 @@ def cmd_ticket_comment(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_review_record(args: argparse.Namespace, config: Config) -> int:
-    open_store(config)
-    refuse_inside_a_run("review record")
-    controller = manual(config)
-    ticket = ticket_by_key(controller, args.key)
+    controller, ticket = _a_persons_change(config, args.key, "review record")
     sha = valid_sha(args.sha)
-
     reviewer = args.reviewer or f"mc:{user()}"
     write(lambda: controller.record_review(ticket, sha, args.verdict, args.reason or [], args.gap or [], reviewer))
     notify_controllers()

@@ -298,3 +298,17 @@ def worker_runs(ticket: dict[str, Any]) -> list[dict[str, Any]]:
 def loop_config(tmp_path: Path) -> Iterator[Config]:
     """An MC root for in-process loop tests (tests/inprocess.py), its store open for the test."""
     yield from inprocess.loop_config(tmp_path)
+
+
+def running_with_arg(arg: str) -> bool:
+    """Whether a live (not zombie) process has ``arg`` in its argv: pids differ inside a sandbox, so tests
+    find the processes a run left behind by a marker argument."""
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if arg.encode() in argv and state != "Z":
+            return True
+    return False

@@ -20,7 +20,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import McRoot, git, make_repo, skip_or_fail, worker_runs
+from conftest import McRoot, git, make_repo, running_with_arg, skip_or_fail, worker_runs
 from inprocess import ScriptedStarts, add, by_title, run_until_idle
 from mc_hooks.settings import ConfigError
 from mission_control import launch, worktrees
@@ -217,18 +217,6 @@ def test_14_a_prompt_too_long_for_argv_is_the_tickets_problem_not_a_death(loop_c
     assert "its prompt is too long to pass in argv" in Escalation.get(Escalation.ticket == tickets[0].id).reason
 
 
-def _live_with_arg(arg: str) -> bool:
-    for entry in os.listdir("/proc"):
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if arg.encode() in argv and state != "Z":
-            return True
-    return False
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sandbox", ["on", "off"])
 def test_09_what_a_worker_leaves_running_ends_with_it(tmp_path: Path, sandbox: str) -> None:
@@ -244,7 +232,7 @@ def test_09_what_a_worker_leaves_running_ends_with_it(tmp_path: Path, sandbox: s
     mc.write_config()
     mc.add("leaves a helper")
     mc.run()
-    wait_for(lambda: not _live_with_arg(marker), timeout=10)
+    wait_for(lambda: not running_with_arg(marker), timeout=10)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import McRoot, make_repo, worker_runs
+from conftest import McRoot, make_repo, running_with_arg, worker_runs
 from mission_control.ticket_runtime import find_sentinel
 
 pytestmark = pytest.mark.slow  # end-to-end: real `mc` processes (CI runs them; `-m 'not slow'` skips)
@@ -130,19 +130,6 @@ def test_timed_out_worker_is_killed_with_its_process_group(mc_root: McRoot, tmp_
     assert ticket["status"] == "needs_input"
     assert worker_runs(ticket)[0]["timed_out"] is True and worker_runs(ticket)[0]["death_reason"] == "timed out"
     wait_for(lambda: not running_with_arg(marker), timeout=10)
-
-
-def running_with_arg(arg: str) -> bool:
-    """Whether a live (not zombie) process has ``arg`` in its argv."""
-    for entry in os.listdir("/proc"):
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if arg.encode() in argv and state != "Z":
-            return True
-    return False
 
 
 def test_broken_reviewer_never_passes_a_ticket(mc_root: McRoot) -> None:

@@ -51,6 +51,18 @@ def check_all(mc: McRoot, keys: list[str], scripts: list[list[str]], seed: objec
         assert len(applied) == want.runs, f"seed={seed} {key}: {len(applied)} applied reports for {want.runs} runs"
 
 
+def sigkill_controllers(
+    mc: McRoot, env: dict[str, str], rng: random.Random, kills: int, window: tuple[float, float]
+) -> int:
+    """Start `mc run` and SIGKILL it at a random moment in ``window`` seconds, ``kills`` times."""
+    for _ in range(kills):
+        controller = mc.popen("run", env=env)
+        time.sleep(rng.uniform(*window))
+        controller.send_signal(signal.SIGKILL)
+        controller.wait()
+    return kills
+
+
 def report(fault: str, how: str, times: int, held: str) -> None:
     print(f"\nRELIABILITY | {fault} | {how} | {times} | {held}")
 
@@ -62,13 +74,7 @@ def test_crash_campaign_sigkill_controller_at_random_moments(tmp_path: Path) -> 
     scripts = [random_script(rng) for _ in range(50)]
     keys = add_scripted(mc, scripts)
     env = mc.env(MC_DEMO_DELAY="0.15")
-    kills = 0
-    while kills < 30:
-        controller = mc.popen("run", env=env)
-        time.sleep(rng.uniform(0.05, 0.6))
-        controller.send_signal(signal.SIGKILL)
-        controller.wait()
-        kills += 1
+    kills = sigkill_controllers(mc, env, rng, 30, (0.05, 0.6))
     mc.mc("run", "--until-idle", env=env, timeout=300)
     check_all(mc, keys, scripts, seed)
     report(
@@ -327,13 +333,7 @@ def test_hostile_campaign_hostile_workers_and_controller_sigkills(tmp_path: Path
     scripts = [random_script(rng) for _ in range(30)]
     keys = add_scripted(mc, scripts)
     env = mc.env(MC_DEMO_DELAY="0.1", MC_HOSTILE_SEED=str(seed))
-    kills = 0
-    while kills < 12:
-        controller = mc.popen("run", env=env)
-        time.sleep(rng.uniform(0.1, 0.8))
-        controller.send_signal(signal.SIGKILL)
-        controller.wait()
-        kills += 1
+    kills = sigkill_controllers(mc, env, rng, 12, (0.1, 0.8))
     mc.mc("run", "--until-idle", env=env, timeout=300)
     check_all(mc, keys, scripts, seed)
     acts = [json.loads(line) for line in (mc.state / "hostile.jsonl").read_text().splitlines()]

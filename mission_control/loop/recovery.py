@@ -31,12 +31,13 @@ class Recovery:
         """Take over the tickets of controllers that are gone. True if anything was taken over."""
         dead = [row.id for row in self.lease.dead_controllers()]
         orphans = queries.orphaned_tickets(dead)
-        taken = [ticket for ticket in orphans if self.take_over(ticket)]
+        for ticket in orphans:
+            self.take_over(ticket)
         if dead:
             write(lambda: queries.end_leases(dead))
         if orphans or dead:
             self.ctx.controller.flush_escalations(include_orphans=True)
-        return bool(taken) or bool(orphans)
+        return bool(orphans)
 
     def take_over(self, seen: Ticket) -> bool:
         """Claim one orphaned ticket, then settle its latest attempt. False if someone else got it."""

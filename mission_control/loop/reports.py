@@ -45,7 +45,7 @@ class Reports:
             if process.kind == "review" and process.for_shutdown:
                 interrupted.append(run)  # no verdict: the next controller reviews the sha again
             elif process.kind == "review":
-                verdict, said = outcomes.review(reviewer, process.stdout_path, process, reviewer.timeout)
+                verdict, said = outcomes.review(reviewer, process, reviewer.timeout)
                 judged.append((run, run.ticket, *verdict, said))
             else:
                 reports.append((run, self.worker_outcome(run, process)))

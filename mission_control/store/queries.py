@@ -242,7 +242,7 @@ def review_ended(run_id: int) -> None:
 
 def count_review_start(run: WorkerRun) -> None:
     """One more start of the run's review (reviews that never finish must not loop)."""
-    WorkerRun.update(review_starts=WorkerRun.review_starts + 1).where(WorkerRun.id == run.id).execute()
+    update_row(WorkerRun, run.id, review_starts=run.review_starts + 1)  # from the row as read: safe to re-run
 
 
 def set_done_sha(ticket_id: int, sha: str, status: str) -> None:
