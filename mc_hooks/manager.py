@@ -10,6 +10,9 @@ keyword call, same order, firstresult semantics) but runs each implementation on
 * every implementation acts under its own name (the audit trail says which plugin did what);
 * ``on_done_sentinel``, ``on_worker_death`` and ``on_escalate`` implementations each run in one
   transaction (a savepoint inside the host's), rolled back if they raise;
+* each implementation runs for at most the host's ``hook_timeout`` seconds, then is stopped with
+  :class:`~mc_hooks.deadline.HookTimeout` (inside its own transaction, which rolls back), which counts as
+  raising;
 * a plugin that raises is recorded as an error event naming plugin and hook; then the
   ``before_*`` hooks and ``verify_done_claim`` fail closed (the exception is a veto), the ``on_done_sentinel`` /
   ``on_worker_death`` call raises :class:`PluginFailed` for the host to park the ticket, and
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pluggy
 
 from mc_hooks import PROJECT_NAME, hookspecs
+from mc_hooks.deadline import HookTimeout, time_limit
 from mc_hooks.settings import ConfigError, Section
 
 if TYPE_CHECKING:
@@ -81,6 +85,9 @@ class PluginsConfig(Protocol):
     @property
     def plugins(self) -> dict[str, dict[str, Any]]: ...
 
+    @property
+    def hook_timeout(self) -> float | None: ...
+
     def plugin_section(self, name: str) -> Section: ...
 
 
@@ -110,10 +117,18 @@ class HookCallError(TypeError):
 
 
 class _HookCall:
-    __slots__ = ("name", "impls", "firstresult", "mode", "transactional", "calls", "argnames")
+    __slots__ = ("name", "impls", "firstresult", "mode", "transactional", "calls", "argnames", "limit")
 
-    def __init__(self, name: str, impls: list[pluggy.HookImpl], firstresult: bool, argnames: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        name: str,
+        impls: list[pluggy.HookImpl],
+        firstresult: bool,
+        argnames: tuple[str, ...],
+        limit: float | None = None,
+    ) -> None:
         self.name = name
+        self.limit = limit
         self.argnames = frozenset(argnames)
         self.impls = impls  # already in call order
         self.firstresult = firstresult
@@ -130,12 +145,13 @@ class _HookCall:
             previous = controller.actor
             try:
                 if self.transactional:
-                    with controller.plugin_scope(plugin, self.name):
+                    with controller.plugin_scope(plugin, self.name), time_limit(self.limit):
                         result = function(*[kwargs[name] for name in argnames])
                 else:
                     controller.actor = plugin
-                    result = function(*[kwargs[name] for name in argnames])
-            except Exception as exc:
+                    with time_limit(self.limit):
+                        result = function(*[kwargs[name] for name in argnames])
+            except (Exception, HookTimeout) as exc:
                 controller.actor = previous
                 controller.record_plugin_error(plugin, self.name, exc, kwargs.get("ticket"))
                 if self.mode == "veto":
@@ -173,7 +189,8 @@ class _HookRelay:
 class PluginHost:
     """The loaded plugins of one config, and :attr:`hook` to call them."""
 
-    def __init__(self, pm: pluggy.PluginManager, infos: list[PluginInfo]) -> None:
+    def __init__(self, pm: pluggy.PluginManager, infos: list[PluginInfo], limit: float | None = None) -> None:
+        """The hook relay over ``pm``'s plugins; each implementation may run ``limit`` seconds."""
         self.pm = pm
         self.infos = infos
         calls = {}
@@ -182,7 +199,7 @@ class PluginHost:
             opts = caller.spec.opts if caller.spec else {}
             argnames = tuple(caller.spec.argnames) if caller.spec else ()
             impls = list(reversed(caller.get_hookimpls()))
-            calls[name] = _HookCall(name, impls, bool(opts.get("firstresult")), argnames)
+            calls[name] = _HookCall(name, impls, bool(opts.get("firstresult")), argnames, limit)
         self.hook = _HookRelay(calls)
         order = {name: [impl.plugin_name for impl in call.impls] for name, call in calls.items()}
         for info in infos:
@@ -321,4 +338,4 @@ def load_plugins(config: PluginsConfig, extra: list[tuple[str, object]] | None =
                     f"plugin {impl.plugin_name}: {caller_name} is a hook wrapper; Mission Control "
                     "calls each implementation on its own, so wrappers are not supported"
                 )
-    return PluginHost(pm, infos)
+    return PluginHost(pm, infos, config.hook_timeout)

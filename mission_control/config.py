@@ -106,6 +106,7 @@ class Config:
     poll_interval: float = 1.0
     grace_period: float = 30.0
     lease_seconds: float = 30.0
+    hook_timeout: float = 10.0
     mtime_ns: int = field(default=0, compare=False)
 
     @property
@@ -285,6 +286,7 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
         poll_interval=top.number("poll_interval", 1.0),
         grace_period=top.number("grace_period", 30.0, strict=False),
         lease_seconds=top.number("lease_seconds", 30.0),
+        hook_timeout=top.number("hook_timeout", 10.0),
     )
     top.finish()
     return config

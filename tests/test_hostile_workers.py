@@ -522,3 +522,45 @@ def test_19_a_sandboxed_run_cannot_plant_config_for_the_controllers_git(tmp_path
     assert not pwned.exists()
     assert not (repo / ".git" / "hooks" / "post-checkout").exists()
     assert mc.show(key)["status"] == "done"
+
+
+SLEEPY_PLUGIN = """
+import time
+from mc_hooks import hookimpl
+
+@hookimpl
+def on_done_sentinel(ticket, done_sha, review, controller):
+    controller.comment(ticket, "about to sleep")
+    while True:  # swallows what it can: it must still be stopped
+        try:
+            time.sleep(3600)
+        except Exception:
+            pass
+"""
+
+
+def test_10_a_plugin_hook_that_hangs_inside_the_apply_transaction_is_stopped_at_its_time_limit(
+    loop_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sleepy_plugin.py").write_text(SLEEPY_PLUGIN, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = dataclasses.replace(loop_config, hook_timeout=0.5, plugins={**loop_config.plugins, "sleepy_plugin": {}})
+    ticket = add(config, "pass")
+    started = time.monotonic()
+    assert run_until_idle(config, ScriptedStarts(by_title)) == 0
+    assert time.monotonic() - started < 15
+    after = Ticket.get_by_id(ticket.id)
+    assert after.status == "needs_input"  # never silently done: the owner decides
+    error = Event.get(Event.action == "plugin_error")
+    assert error.actor == "sleepy_plugin" and "ran past its 0.5 s time limit" in error.detail
+    assert "about to sleep" not in [c.body for c in after.comments]  # what it wrote before it hung rolled back
+
+
+def test_10_a_hook_time_limit_gives_back_an_alarm_armed_before_it(mc_controller: Controller) -> None:
+    from mc_hooks.deadline import time_limit
+
+    before = signal.getitimer(signal.ITIMER_REAL)[0]  # this module's no_hang alarm
+    with time_limit(0.5):
+        time.sleep(0.01)
+    left = signal.getitimer(signal.ITIMER_REAL)[0]
+    assert 0 < left <= before
