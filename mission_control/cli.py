@@ -18,7 +18,7 @@ from mission_control import mc_orchestrator_flags as flags
 from mission_control.cli_support import Parser, UsageError, emit_json, manual, open_store, refuse_inside_a_run, user
 from mission_control.config import DEFAULT_CONFIG_TEXT, Config, config_path, load_config
 from mission_control.controller import Controller
-from mission_control.store import StoreError
+from mission_control.store import StoreError, database_problem
 from mission_control.store.connection import notify_controllers, wait_for_locks_at_most
 from mission_control.store.migration import init_schema
 from mission_control.store.models import STATUSES, VERDICTS
@@ -96,10 +96,9 @@ def cmd_killswitch(args: argparse.Namespace, config: Config) -> int:
         except StoreError:
             pass  # no store yet: the file is all there is to engage
         except pw.DatabaseError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(
                 f"mc: engaged on this root ({flags.killswitch_path(root)}), but the store could not be told "
-                f"({first}), so other hosts go on; run `mc killswitch on` again",
+                f"({database_problem(exc)}), so other hosts go on; run `mc killswitch on` again",
                 file=sys.stderr,
             )
         print("kill-switch engaged: no automatic dispatch, review, harvest or reopen until `mc killswitch off`")
@@ -354,9 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, StoreError, UsageError, flags.KillSwitchError) as exc:
         print(f"mc: {exc}", file=sys.stderr)
         return 2
-    except pw.DatabaseError as exc:  # not the user's mistake (an outage, say), but still one clear line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"mc: database error: {first}", file=sys.stderr)
+    except (pw.DatabaseError, pw.InterfaceError) as exc:  # not the user's mistake (an outage), still one line
+        print(f"mc: database error: {database_problem(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -34,12 +34,13 @@ from mission_control.loop.apply import Applier
 from mission_control.loop.context import LoopContext
 from mission_control.loop.dispatch import Dispatcher
 from mission_control.loop.lease import Lease
+from mission_control.loop.outage import LOST, Outage
 from mission_control.loop.recovery import Recovery
 from mission_control.loop.reports import Reports
 from mission_control.loop.reviews import Reviews
 from mission_control.luci_operator import Operator
 from mission_control.narration import Narrator
-from mission_control.store.connection import database_id, drain_wakeups, listen_fd, store_gone
+from mission_control.store.connection import connection_lost, database_id, drain_wakeups, store_gone
 from mission_control.store.models import ShadowReview, Ticket, WorkerRun
 from mission_control.store.transactions import write
 
@@ -96,7 +97,10 @@ class Pickup:
         self.reviews = Reviews(self.ctx, ask=self.ask, reports=self.reports)
         self.applier = Applier(self.ctx, ask=self.ask, decide=self.decide)
         self.recovery = Recovery(self.ctx, self.lease, self.reports)
+        self.outage = Outage(self.ctx, self.lease, self.recovery, stopping=lambda: self.stopping)
+        self.unrecorded: list[rt.Process] = []  # exited, not yet stored (the store was unreachable)
         self.stopping = False
+        self.started = False  # start_up() done
         self.fatal: str | None = None  # why this controller cannot go on (its store is gone)
         self.stop_deadline: float | None = None
         self.bad_config_mtime = 0
@@ -129,19 +133,12 @@ class Pickup:
 
         Returns 0, or 1 when an ``--until-idle`` run ends with a kill-switch that engaged during it
         (the circuit breaker tripped, say): nothing more happens until a person looks."""
-        self.lease.register()
         proctree.become_subreaper()  # a run's detached helpers stay in this controller's tree (see cli_support)
         engaged_before = self.killswitch_engaged() is not None
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         old_wakeup = signal.set_wakeup_fd(self.watcher.wake_fd)
         try:
-            wakeups = listen_fd()
-            if wakeups is not None:
-                self.watcher.watch_fd(wakeups)
-            self.recover()
-            self.recovery.sweep_worktrees()
-            self.controller.flush_escalations(include_orphans=True)
-            while self.tick():
+            while self.surviving(self.tick if self.started else self.start_up):
                 pass
         finally:
             self.narrator.flush(wait=1.0)
@@ -157,6 +154,31 @@ class Pickup:
             self.ctx.say(f"stopped with the kill-switch engaged{why}; `mc killswitch off` resumes")
             return 1
         return 0
+
+    def start_up(self) -> bool:
+        """Register, listen for wake-ups, take over what gone controllers left, clean up after crashes
+        (all again if the database connection is lost meanwhile)."""
+        if not self.ctx.me:
+            self.lease.register()
+        self.outage.listen()
+        self.recover()
+        self.recovery.sweep_worktrees()
+        self.controller.flush_escalations(include_orphans=True)
+        self.started = True
+        return True
+
+    def surviving(self, step: Callable[[], bool]) -> bool:
+        """``step()``; if it lost the database connection, ride the outage out (False if it cannot)."""
+        try:
+            return step()
+        except LOST as exc:
+            if not connection_lost(exc):
+                raise
+            self.fatal = self.outage.ride_out(exc, self.unrecorded)
+            self.dirty = True
+            if self.fatal is not None:
+                self.ctx.say(f"stopping: {self.fatal}")
+            return self.fatal is None
 
     def tick(self) -> bool:
         """One pass: housekeeping, then a step, then wait for a process to exit (or a wake-up, or the
@@ -175,9 +197,10 @@ class Pickup:
             return False
         timeout = 0.0 if self.dirty else max(0.0, self.next_poll - time.monotonic())
         self.narrator.flush()
-        exited = self.watcher.wait(timeout)
-        if exited:
-            self.reports.record_exits(exited)
+        self.unrecorded += self.watcher.wait(timeout)
+        if self.unrecorded:
+            self.reports.record_exits(self.unrecorded)
+            self.unrecorded = []
             self.dirty = True
         return True
 
@@ -284,9 +307,15 @@ class Pickup:
         return not self.watcher.processes
 
     def close(self) -> None:
-        """Release what this controller holds, so another can take over at once."""
-        self.lease.release()
-        self.watcher.close()
+        """Release what this controller holds, so another can take over at once (with no database,
+        its lease simply expires)."""
+        try:
+            self.lease.release()
+        except LOST as exc:
+            if not connection_lost(exc):
+                raise
+        finally:
+            self.watcher.close()
 
     def killswitch_engaged(self) -> dict[str, Any] | None:
         """Who engaged the kill-switch, when and why (the cluster flag, or this root's file or

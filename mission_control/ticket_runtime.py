@@ -309,6 +309,11 @@ class Watcher:
         """Also end a wait when ``fd`` becomes readable (e.g. the database's notification socket)."""
         self.selector.register(fd, selectors.EVENT_READ, "fd")
 
+    def unwatch_fd(self, fd: int) -> None:
+        """Stop watching ``fd`` (before it is closed, e.g. a database connection that was lost)."""
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.selector.unregister(fd)
+
     @property
     def wake_fd(self) -> int:
         """Write a byte here (e.g. from a signal handler) to end a wait early."""

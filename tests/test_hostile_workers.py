@@ -564,3 +564,62 @@ def test_10_a_hook_time_limit_gives_back_an_alarm_armed_before_it(mc_controller:
         time.sleep(0.01)
     left = signal.getitimer(signal.ITIMER_REAL)[0]
     assert 0 < left <= before
+
+
+def _kill_connections(postgres_admin: object, database: str) -> int:
+    """Terminate every server connection to ``database`` (what an administrator or a restarting
+    server does); the number killed."""
+    name = database.rsplit("/", 1)[-1]
+    with postgres_admin.cursor() as cur:  # type: ignore[attr-defined]
+        cur.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        return int(cur.fetchone()[0])
+
+
+@pytest.mark.slow
+def test_17_a_killed_postgresql_connection_is_reconnected_while_mc_run_works(
+    tmp_path: Path, fresh_postgres: str, postgres_admin: object
+) -> None:
+    mc = McRoot(tmp_path / "root", database=fresh_postgres, max_workers=2, poll_interval=0.2)
+    keys = [mc.add(f"slow {i}", "pass") for i in range(4)]
+    controller = mc.popen("run", "--until-idle", env=mc.env(MC_DEMO_DELAY="2"))
+    wait_for(lambda: mc.agent_runs(keys[0]) >= 1, timeout=30)
+    assert _kill_connections(postgres_admin, fresh_postgres) >= 1  # while workers run
+    time.sleep(1.5)
+    _kill_connections(postgres_admin, fresh_postgres)  # and again, wherever the loop is now
+    _, err = controller.communicate(timeout=50)
+    assert controller.returncode == 0, err
+    assert "Traceback" not in err and "database connection restored" in err
+    for key in keys:
+        ticket = mc.show(key)
+        assert (ticket["status"], ticket["death_count"], mc.agent_runs(key)) == ("done", 0, 1), ticket
+
+
+FILL_DISK = """
+set -e
+cd "$1"
+"$2" -m mission_control.cli init >/dev/null 2>&1
+"$2" -m mission_control.cli ticket add "fits" >/dev/null
+free=$(df --output=avail -B1 . | tail -n 1)
+dd if=/dev/zero of=filler bs=4096 count=$(( (free - 131072) / 4096 )) 2>/dev/null || true
+exec "$2" -m mission_control.cli ticket add "does not fit" --body "$3"
+"""
+
+
+def test_18_a_full_disk_says_so_instead_of_cannot_rollback(tmp_path: Path) -> None:
+    why_not = sandbox_module.works()
+    if why_not is not None:  # bubblewrap gives the test a small disk of its own (a sized tmpfs)
+        skip_or_fail(f"full-disk test skipped: {why_not}", [])
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    wrapped = ["bwrap", "--dev-bind", "/", "/", "--size", "3000000", "--tmpfs", str(disk)]
+    command = [*wrapped, "sh", "-c", FILL_DISK, "fill", str(disk), sys.executable, "x" * 100_000]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MC_")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "mc: database error: database or disk is full (free some space on the disk that holds the database)"
+    ]

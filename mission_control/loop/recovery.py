@@ -39,6 +39,18 @@ class Recovery:
             self.ctx.controller.flush_escalations(include_orphans=True)
         return bool(orphans)
 
+    def reclaim_unwatched(self, watched: set[int]) -> bool:
+        """This controller's own active tickets with no process of its own behind them (``watched``
+        holds the tickets it still watches): settled as if their controller were gone. Used after a
+        lost database connection, when the pass it interrupted may have left an attempt claimed but
+        not started, or a run ended but not stored. True if any was taken over."""
+        mine = [
+            ticket
+            for ticket in queries.orphaned_tickets([self.ctx.me])
+            if ticket.claimed_by == self.ctx.me and ticket.id not in watched
+        ]
+        return sum(self.take_over(ticket) for ticket in mine) > 0
+
     def take_over(self, seen: Ticket) -> bool:
         """Claim one orphaned ticket, then settle its latest attempt. False if someone else got it."""
         run = queries.latest_run(seen.id)

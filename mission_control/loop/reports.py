@@ -33,7 +33,8 @@ class Reports:
 
     def record_exits(self, processes: list[rt.Process]) -> None:
         """Processes ended: read what they reported and check DONE claims (outside any transaction),
-        then store it all in one transaction, before anything acts on it."""
+        then store it all in one transaction, before anything acts on it. The output descriptors are
+        released only once that committed, so a store that failed (a lost connection) can be retried."""
         runs = queries.runs_with_tickets([p.run_id for p in processes])
         reports: list[tuple[WorkerRun, outcomes.WorkerOutcome]] = []
         judged: list[Judged] = []
@@ -49,8 +50,9 @@ class Reports:
                 judged.append((run, run.ticket, *verdict, said))
             else:
                 reports.append((run, self.worker_outcome(run, process)))
-            process.release()  # read: the controller's descriptors of its output can go
         self.store(reports, judged, interrupted)
+        for process in processes:
+            process.release()  # stored: the controller's descriptors of its output can go
 
     def worker_outcome(self, run: WorkerRun, process: rt.Process | None) -> outcomes.WorkerOutcome:
         """Read a finished worker run and check its DONE claim with the plugins, so a refused claim is

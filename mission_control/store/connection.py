@@ -3,6 +3,7 @@ wake-ups controllers send each other through it (PostgreSQL LISTEN/NOTIFY)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -116,6 +117,26 @@ def redacted(url: str) -> str:
     return re.sub(r"^([a-z]+://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` means the PostgreSQL connection itself is gone (the server restarted, or the
+    connection was killed), as opposed to a statement that failed on a live connection."""
+    if not is_postgres() or not isinstance(exc, (pw.OperationalError, pw.InterfaceError)):
+        return False
+    conn = db.obj._state.conn
+    return conn is None or bool(getattr(conn, "closed", 0))
+
+
+def reconnect() -> None:
+    """Drop a lost connection and open a new one. Raises ``pw.OperationalError`` (or
+    ``pw.InterfaceError``) while the server cannot be reached; callers retry with a bound."""
+    state = db.obj._state
+    if state.conn is not None:
+        with contextlib.suppress(Exception):  # it is already broken; all that matters is forgetting it
+            state.conn.close()
+    state.reset()  # forgets the broken connection and any transaction peewee thought was open
+    db.obj.connect()
+
+
 def close_database() -> None:
     """Close the current connection, if any."""
     if db.obj is not None and not db.is_closed():
@@ -157,7 +178,8 @@ def drain_wakeups() -> bool:
     if not is_postgres():
         return False
     conn = db.obj.connection()
-    conn.poll()
+    with pw.__exception_wrapper__:  # type: ignore[attr-defined]  # a lost connection raises peewee's error, like any statement
+        conn.poll()
     woke = bool(conn.notifies)
     conn.notifies.clear()
     return woke
