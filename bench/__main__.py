@@ -8,6 +8,7 @@ its target and written to bench/results.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -413,6 +414,75 @@ def sandbox_start(count: int) -> dict[str, Any]:
     return out
 
 
+def board(base: Path, tickets: int, pages: int = 50) -> dict[str, Any]:
+    """`mc board` over ``tickets`` tickets: the board page and /api/tickets (median of 5 after a warm-up),
+    then its memory with ``pages`` live pages listening (server-sent event streams held open)."""
+    import http.client
+    import socket
+
+    try:
+        import starlette  # noqa: F401
+    except ImportError:
+        return {"skipped": "the web extra is not installed"}
+    root = build_store(base, "board", tickets)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "mission_control.cli", "--config", str(root / "config.yaml"), "board"]
+    server = subprocess.Popen([*command, "--port", str(port)], env=env(), stderr=subprocess.DEVNULL)
+    streams: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.1)
+
+        def fetch(path: str) -> float:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            start = time.perf_counter()
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            assert response.status == 200, (path, response.status)
+            return (time.perf_counter() - start) * 1000
+
+        out: dict[str, Any] = {
+            "tickets": tickets,
+            "target": "board page <= 500 ms, /api/tickets <= 1000 ms, RSS <= 150 MB",
+        }
+        store = sqlite3.connect(root / "mc.db")
+        for name, path in (("board_page_ms", "/"), ("api_tickets_ms", "/api/tickets")):
+            fetch(path)
+            samples = []
+            for sample in range(5):
+                # A change, and time for the board to see it: every sample reads the store and renders.
+                store.execute("UPDATE ticket SET updated_at = ? WHERE id = 1", (time.time() + sample,))
+                store.commit()
+                time.sleep(1.5)
+                samples.append(fetch(path))
+            out[name] = statistics.median(samples)
+        store.close()
+        out["cached_board_page_ms"] = statistics.median(fetch("/") for _ in range(5))  # nothing changed
+        for _ in range(pages):
+            stream = socket.create_connection(("127.0.0.1", port), timeout=10)
+            stream.sendall(b"GET /api/stream HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
+            assert b"200" in stream.recv(4096).split(b"\r\n", 1)[0]
+            streams.append(stream)
+        time.sleep(3)
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        fields = {k: v.split()[0] for k, _, v in (line.partition(":") for line in status.splitlines()) if v.split()}
+        out["live_pages"] = pages
+        out["rss_mb_with_live_pages"] = int(fields["VmRSS"]) / 1024
+        out["peak_rss_mb"] = int(fields["VmHWM"]) / 1024
+        return out
+    finally:
+        for stream in streams:
+            stream.close()
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -488,6 +558,21 @@ def table(results: dict[str, Any]) -> str:
             hooks["mc_ns"] <= 3000,
         ),
     ]
+    web = results.get("board", {"skipped": "not measured"})
+    if "skipped" in web:
+        rows.append(("mc board", web["skipped"], "", "(no target)", True))
+    else:
+        rows.append(
+            (
+                f"mc board at {web['tickets']} tickets",
+                f"board page {web['board_page_ms']:.0f} ms ({web['cached_board_page_ms']:.0f} ms unchanged) | "
+                f"/api/tickets {web['api_tickets_ms']:.0f} ms | "
+                f"RSS {web['rss_mb_with_live_pages']:.0f} MB with {web['live_pages']} live pages",
+                "",
+                "page <= 500 ms, API <= 1000 ms, RSS <= 150 MB",
+                web["board_page_ms"] <= 500 and web["api_tickets_ms"] <= 1000 and web["rss_mb_with_live_pages"] <= 150,
+            )
+        )
     box = results.get("sandbox", {"skipped": "not measured"})
     if "skipped" in box:
         rows.append(("sandbox start per run", box["skipped"], "", "(no target)", True))
@@ -517,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the bench works, not the targets")
     parser.add_argument(
         "--only",
-        choices=("lifecycle", "retry", "reaction", "scale", "hooks", "sandbox", "postgres"),
+        choices=("lifecycle", "retry", "reaction", "scale", "hooks", "sandbox", "postgres", "board"),
         help="run one figure and print its raw result (for profiling work)",
     )
     parser.add_argument("--tickets", type=int, help="with --only: how many tickets")
@@ -535,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
                 "hooks": hook_overhead,
                 "sandbox": lambda: sandbox_start(n),
                 "scale": lambda: scale(base, (n, 10 * n), (n, 10 * n)),
+                "board": lambda: board(base, n),
             }[args.only]
             print(json.dumps(figure(), indent=2))
         finally:
@@ -554,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             "hooks": hook_overhead(),
             "sandbox": sandbox_start(20 if quick else 200),
             "postgres": postgres_controllers(base, 30 if quick else 1000),
+            "board": board(base, 1_000 if quick else 10_000, 10 if quick else 50),
         }
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -223,6 +223,15 @@ def cmd_health(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_board(args: argparse.Namespace, config: Config) -> int:
+    try:
+        from mission_control.board.serve import serve
+    except ImportError as exc:
+        raise UsageError(f"mc board needs the web extra ({exc.name} is missing): pip install 'mc-hooks[web]'") from None
+    open_store(config)
+    return serve(config, host=args.host, port=args.port, token=args.token or config.board_token)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mission_control.demo import run_demo
 
@@ -302,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     op = sub.add_parser("operator", help="record health and reopen weak completions")
     op.add_argument("--once", action="store_true")
     sub.add_parser("health", help="the latest health snapshot").add_argument("--json", action="store_true")
+    board = sub.add_parser("board", help="serve the live web board (read-only; needs the web extra)")
+    board.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    board.add_argument("--port", type=int, default=8700, help="port (default 8700)")
+    board.add_argument("--token", help="require this bearer token (or board.token in config.yaml); needed off loopback")
     _config_after_the_command(parser)
     return parser
 
@@ -330,6 +343,7 @@ COMMANDS = {
     ("run", None): cmd_run,
     ("operator", None): cmd_operator,
     ("health", None): cmd_health,
+    ("board", None): cmd_board,
 }
 
 

@@ -107,6 +107,7 @@ class Config:
     grace_period: float = 30.0
     lease_seconds: float = 30.0
     hook_timeout: float = 10.0
+    board_token: str | None = None  # `mc board`: the bearer token a request must carry (None: loopback only)
     mtime_ns: int = field(default=0, compare=False)
 
     @property
@@ -263,6 +264,13 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
     operator = OperatorSettings(tuple(patterns), operator_section.number("interval", 60))
     operator_section.finish()
 
+    board_section = top.mapping("board")
+    board_token = board_section.data.get("token")  # a secret: never echoed in an error
+    board_section.accept("token")
+    if board_token is not None and not (isinstance(board_token, str) and re.fullmatch(r"[!-~]{16,256}", board_token)):
+        raise board_section.error("token", "16 to 256 printable characters without spaces (value not shown)")
+    board_section.finish()
+
     plugins_section = top.mapping("plugins")
     plugins: dict[str, dict[str, Any]] = {}
     for name in plugins_section.data:
@@ -287,6 +295,7 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
         grace_period=top.number("grace_period", 30.0, strict=False),
         lease_seconds=top.number("lease_seconds", 30.0),
         hook_timeout=top.number("hook_timeout", 10.0),
+        board_token=board_token,
     )
     top.finish()
     return config

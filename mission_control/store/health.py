@@ -69,3 +69,9 @@ def spend_since(since: float) -> tuple[float, int, int]:
     ]
     cost, inputs, outputs = (sum(value or 0 for value in column) for column in zip(*totals, strict=True))
     return float(cost), int(inputs), int(outputs)
+
+
+def recent_snapshots(limit: int = 24) -> list[tuple[float, dict[str, Any]]]:
+    """The latest ``limit`` health snapshots, newest first, as (when, data)."""
+    rows = HealthSnapshot.select().order_by(HealthSnapshot.id.desc()).limit(limit)
+    return [(row.created_at, json.loads(row.data)) for row in rows]

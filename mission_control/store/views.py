@@ -3,11 +3,25 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mission_control.store.models import Comment, Escalation, Event, ShadowReview, Ticket, WorkerRun
+import peewee as pw
+from peewee import fn
+
+from mission_control.store.models import (
+    Comment,
+    ControllerProcess,
+    Escalation,
+    Event,
+    ShadowReview,
+    Ticket,
+    WorkerRun,
+    db,
+)
+from mission_control.store.transactions import tuples
 
 
 def when(ts: float | None) -> str | None:
@@ -158,3 +172,112 @@ def activity(ticket: Ticket) -> list[tuple[float, str]]:
         rows.append((c.created_at, 1, f"{c.author} commented: {body[:300]}"))
     rows.sort(key=lambda row: (row[0], row[1]))
     return [(ts, text) for ts, _, text in rows]
+
+
+# -- the board's reads (mc board): a few queries per page, whatever the number of tickets ---------------
+
+
+def board_cards(status: str | None = None, text: str | None = None) -> list[dict[str, Any]]:
+    """Every ticket's card for the board (or those with ``status`` / ``text`` in key or title): key,
+    title, status, counters, the attempt running now, what its runs cost, and when it was created and
+    last moved (epoch seconds). Five queries whatever the number of tickets, rows read as tuples."""
+    columns = (Ticket.id, Ticket.key, Ticket.title, Ticket.status, Ticket.review_cycles, Ticket.death_count)
+    query = Ticket.select(*columns, Ticket.created_at, Ticket.updated_at).order_by(Ticket.id)
+    if status:
+        query = query.where(Ticket.status == status)
+    if text:
+        needle = f"%{text}%"
+        query = query.where(Ticket.title.ilike(needle) | Ticket.key.ilike(needle))
+    running_rows = tuples(WorkerRun.select(WorkerRun.ticket, WorkerRun.attempt).where(WorkerRun.outcome == "running"))
+    running: dict[int, int] = {ticket_id: attempt for ticket_id, attempt in running_rows}
+    spent: dict[int, float] = {}
+    for model in (WorkerRun, ShadowReview):
+        for ticket_id, cost in tuples(model.select(model.ticket, fn.SUM(model.cost_usd)).group_by(model.ticket)):
+            spent[ticket_id] = spent.get(ticket_id, 0.0) + (cost or 0.0)
+    last: dict[int, float] = dict(tuples(Event.select(Event.ticket, fn.MAX(Event.created_at)).group_by(Event.ticket)))
+    return [
+        {
+            "key": key,
+            "title": title,
+            "status": state,
+            "review_cycles": cycles,
+            "death_count": deaths,
+            "attempt_running": running.get(ticket_id),
+            "cost_usd": spent.get(ticket_id) or None,
+            "created_ts": created,
+            "last_ts": max(last.get(ticket_id) or 0.0, updated),
+        }
+        for ticket_id, key, title, state, cycles, deaths, created, updated in tuples(query)
+    ]
+
+
+def last_activity(ticket: Ticket) -> float:
+    """When anything last happened to the ticket (its latest event, or its last change)."""
+    latest = tuples(Event.select(fn.MAX(Event.created_at)).where(Event.ticket == ticket.id))[0][0]
+    return max(latest or 0.0, ticket.updated_at)
+
+
+def change_marker() -> tuple[Any, ...]:
+    """Something that changes whenever anything a board page shows may have changed (one query)."""
+    return tuple(
+        db.execute_sql(
+            "SELECT (SELECT MAX(id) FROM event), (SELECT MAX(updated_at) FROM ticket), (SELECT COUNT(*) FROM ticket),"
+            " (SELECT MAX(id) FROM worker_run), (SELECT MAX(ended_at) FROM worker_run),"
+            " (SELECT MAX(id) FROM shadow_review), (SELECT MAX(heartbeat_at) FROM controller)"
+        ).fetchone()
+    )
+
+
+def live_outputs() -> list[str]:
+    """The output files of the workers and reviewers running now, as MC recorded them."""
+    reviewing = (WorkerRun.outcome == "done") & WorkerRun.applied_at.is_null()
+    query = WorkerRun.select(WorkerRun.log_path, WorkerRun.attempt, WorkerRun.outcome).where(
+        (WorkerRun.outcome == "running") | reviewing
+    )
+    return [
+        path if outcome == "running" else str(Path(path).with_name(f"{attempt}.review.log"))
+        for path, attempt, outcome in tuples(query)
+    ]
+
+
+def run_output_path(ticket: Ticket, attempt: int, kind: str) -> str | None:
+    """Where the output of the ticket's run ``attempt`` (``kind``: worker or review) is, from MC's own
+    records (never a path a request names), or None when there is no such run."""
+    row = WorkerRun.get_or_none((WorkerRun.ticket == ticket.id) & (WorkerRun.attempt == attempt))
+    if row is None:
+        return None
+    return row.log_path if kind == "worker" else str(Path(row.log_path).with_name(f"{attempt}.review.log"))
+
+
+def events_after(cursor: int, limit: int = 500) -> list[dict[str, Any]]:
+    """Audit events with an id above ``cursor``, oldest first (at most ``limit``), each with its id (the
+    next cursor) and its ticket's key."""
+    query = (
+        Event.select(
+            Event.id, Ticket.key, Event.action, Event.actor, Event.kind, Event.detail, Event.data_json, Event.created_at
+        )
+        .join(Ticket, pw.JOIN.LEFT_OUTER)
+        .where(Event.id > cursor)
+        .order_by(Event.id)
+        .limit(limit)
+    )
+    names = ("id", "ticket", "action", "actor", "kind", "detail", "data", "created_at")
+    rows = [dict(zip(names, row, strict=True)) for row in tuples(query)]
+    for row in rows:
+        row["data"] = json.loads(row["data"]) if row["data"] else {}
+        row["created_at"] = when(row["created_at"])
+    return rows
+
+
+def controllers() -> list[dict[str, Any]]:
+    """Controllers whose lease has not ended: host, pid, when they started and their last heartbeat."""
+    return [
+        {
+            "id": c.id,
+            "host": c.host,
+            "pid": c.pid,
+            "started_at": when(c.started_at),
+            "heartbeat_at": when(c.heartbeat_at),
+        }
+        for c in ControllerProcess.select().where(ControllerProcess.stopped_at.is_null()).order_by(ControllerProcess.id)
+    ]

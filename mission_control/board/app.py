@@ -1,0 +1,255 @@
+"""The board's web app: Starlette routes over :mod:`.pages`, Jinja2 templates (autoescaped), server-sent
+events for live pages, and a gate that enforces the token and the security headers.
+
+Reads are cheap and bounded: one thread reads the store; a watcher looks once a second whether anything
+changed (one query, plus the size of each running output file) and, if so, bumps a generation that
+every open page hears about over its event stream. Page data is cached per generation, so any number
+of open pages costs one read per page shown per change, never one per viewer per second."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import peewee as pw
+from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mission_control.board import pages
+from mission_control.config import Config
+from mission_control.luci_operator import latest_health, spend
+from mission_control.store import views
+from mission_control.store.connection import connection_lost, reconnect
+from mission_control.store.models import STATUSES
+
+HERE = Path(__file__).parent
+WATCH_INTERVAL = 1.0  # the store is looked at no more often than this
+COOKIE = "mc_board_token"
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'; "
+        b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class Reader:
+    """The one thread that reads the store, the change watcher, and the per-generation page cache."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mc-board-reader")
+        self.generation = 0
+        self.marker: Any = None
+        self.cache: dict[tuple[Any, ...], Any] = {}
+        self.changed = asyncio.Event()
+        self.reads = 0  # store reads made (the bench and tests look at it)
+
+    async def read(self, key: tuple[Any, ...], fn: Callable[[], Any]) -> Any:
+        """``fn()`` in the reader thread, cached until the next change."""
+        if key in self.cache:
+            return self.cache[key]
+        generation = self.generation
+        value = await asyncio.get_running_loop().run_in_executor(self.executor, self._call, fn)
+        if generation == self.generation:
+            self.cache[key] = value
+        return value
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        self.reads += 1
+        try:
+            return fn()
+        except (pw.OperationalError, pw.InterfaceError) as exc:
+            if connection_lost(exc):
+                reconnect()
+                return fn()
+            raise
+
+    def _marker(self) -> tuple[Any, ...]:
+        sizes = []
+        for path in views.live_outputs():
+            try:
+                sizes.append(os.stat(path, follow_symlinks=False).st_size)
+            except OSError:
+                sizes.append(-1)
+        return (views.change_marker(), tuple(sizes), repr(pages.killswitch(self.config)))
+
+    async def watch(self) -> None:
+        """Forever: once a second, look whether anything changed; if so, tell every open page."""
+        while True:
+            try:
+                marker = await asyncio.get_running_loop().run_in_executor(self.executor, self._call, self._marker)
+            except Exception:  # noqa: BLE001 - a store outage: pages keep what they have; look again
+                marker = self.marker
+            if marker != self.marker:
+                self.marker = marker
+                self.generation += 1
+                self.cache.clear()
+                self.changed.set()
+                self.changed = asyncio.Event()
+            await asyncio.sleep(WATCH_INTERVAL)
+
+
+class Gate:
+    """ASGI middleware: with a token, every request carries it (``Authorization: Bearer``, or the cookie
+    that ``/?token=`` sets once); every response gets the security headers (a CSP without inline scripts)."""
+
+    def __init__(self, app: ASGIApp, token: str | None, reader: Reader | None = None) -> None:
+        self.app = app
+        self.token = token
+        self.reader = reader  # the board's store reader (tests and the bench count its reads)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        response = self.refusal(Request(scope)) if self.token is not None else None
+        if response is not None:
+            await response(scope, receive, send_with_headers)
+            return
+        await self.app(scope, receive, send_with_headers)
+
+    def refusal(self, request: Request) -> Response | None:
+        """None when the request carries the token; otherwise what to answer instead."""
+        assert self.token is not None
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE, "")
+        if given and hmac.compare_digest(given.encode(), self.token.encode()):
+            return None
+        offered = request.query_params.get("token", "")
+        if offered and hmac.compare_digest(offered.encode(), self.token.encode()):
+            response = RedirectResponse(request.url.remove_query_params("token"), status_code=303)
+            response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
+            return response
+        return PlainTextResponse("401: this board needs its token\n", status_code=401)
+
+
+def create_app(config: Config, token: str | None = None) -> Gate:
+    """The board for ``config``'s store (opened by the caller), guarded by ``token`` if given."""
+    reader = Reader(config)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals["statuses"] = STATUSES
+
+    def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
+        return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+    async def board(request: Request) -> Response:
+        status = request.query_params.get("status") or None
+        status = status if status in STATUSES else None
+        text = (request.query_params.get("q") or "").strip()[:200] or None
+        data = await reader.read(("board", status, text), lambda: pages.board(config, status, text))
+        return page(request, "board.html", {**data, "generation": reader.generation})
+
+    async def ticket(request: Request) -> Response:
+        key = request.path_params["key"]
+        data = await reader.read(("ticket", key.upper()), lambda: pages.ticket(config, key))
+        if data is None:
+            return page(request, "missing.html", {"key": key}, status_code=404)
+        return page(request, "ticket.html", {"t": data, "generation": reader.generation})
+
+    async def run_log(request: Request) -> Response:
+        key, attempt, kind = request.path_params["key"], request.path_params["attempt"], request.path_params["kind"]
+        if kind not in ("worker", "review"):
+            return PlainTextResponse("404: no such log\n", status_code=404)
+        text = await reader.read(("log", key.upper(), attempt, kind), lambda: pages.run_output(key, attempt, kind))
+        if text is None:
+            return PlainTextResponse("404: no such run\n", status_code=404)
+        return PlainTextResponse(text)
+
+    async def health_page(request: Request) -> Response:
+        data = await reader.read(("health",), pages.health_page)
+        return page(request, "health.html", {**data, "generation": reader.generation})
+
+    async def api_tickets(request: Request) -> Response:
+        status = request.query_params.get("status") or None
+        rows = await reader.read(
+            ("api-tickets", status), lambda: [views.ticket_summary(t) for t in views.tickets(status)]
+        )
+        return JSONResponse(rows)
+
+    async def api_ticket(request: Request) -> Response:
+        key = request.path_params["key"]
+
+        def details() -> dict[str, Any] | None:
+            found = views.ticket_by_key(key)
+            return None if found is None else views.ticket_details(found)
+
+        data = await reader.read(("api-ticket", key.upper()), details)
+        if data is None:
+            return JSONResponse({"error": f"no ticket {key}"}, status_code=404)
+        return JSONResponse(data)
+
+    async def api_events(request: Request) -> Response:
+        try:
+            after = int(request.query_params.get("after") or 0)
+        except ValueError:
+            return JSONResponse({"error": "after: expected an event id (an integer)"}, status_code=400)
+        rows = await reader.read(("api-events", after), lambda: views.events_after(after))
+        return JSONResponse({"events": rows, "cursor": rows[-1]["id"] if rows else after})
+
+    async def api_health(request: Request) -> Response:
+        def snapshot() -> dict[str, Any] | None:
+            latest = latest_health()
+            return None if latest is None else {**latest, "spend": spend()}
+
+        data = await reader.read(("api-health",), snapshot)
+        if data is None:
+            return JSONResponse({"error": "no health snapshot yet"}, status_code=404)
+        return JSONResponse(data)
+
+    async def stream(request: Request) -> Response:
+        async def changes() -> AsyncIterator[dict[str, str]]:
+            seen = None
+            while True:
+                if seen != reader.generation:
+                    seen = reader.generation
+                    yield {"event": "change", "data": str(seen)}
+                waiting = reader.changed
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(waiting.wait(), timeout=30)
+
+        return EventSourceResponse(changes(), ping=15, send_timeout=10)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        watcher = asyncio.create_task(reader.watch())
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            reader.executor.shutdown(wait=False, cancel_futures=True)
+
+    routes = [
+        Route("/", board),
+        Route("/tickets/{key}", ticket),
+        Route("/tickets/{key}/runs/{attempt:int}/{kind}.log", run_log),
+        Route("/health", health_page),
+        Route("/api/tickets", api_tickets),
+        Route("/api/tickets/{key}", api_ticket),
+        Route("/api/events", api_events),
+        Route("/api/health", api_health),
+        Route("/api/stream", stream),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    return Gate(Starlette(routes=routes, lifespan=lifespan), token, reader)

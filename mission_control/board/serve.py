@@ -1,0 +1,50 @@
+"""`mc board`: check where it may listen, then serve the board with uvicorn until stopped."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+
+import uvicorn
+
+from mission_control.board.app import create_app
+from mission_control.cli_support import UsageError
+from mission_control.config import Config
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is only reachable from this machine."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def serve(config: Config, host: str, port: int, token: str | None) -> int:
+    """Serve the board on ``host``:``port``; off loopback only with a token. Returns the exit status."""
+    if not is_loopback(host) and not token:
+        raise UsageError(
+            f"--host {host}: the board would be reachable from other machines without a token; "
+            "pass --token or set board.token in config.yaml"
+        )
+    if not 0 < port < 65536:
+        raise UsageError(f"--port {port}: expected a port number from 1 to 65535")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError as exc:
+        raise UsageError(f"--host {host} --port {port}: cannot listen there: {exc.strerror or exc}") from None
+    shown = f"[{host}]" if ":" in host else host
+    print(f"mc board: http://{shown}:{port}/ (read-only; Ctrl-C stops it)", file=sys.stderr, flush=True)
+    server = uvicorn.Server(uvicorn.Config(create_app(config, token), log_level="warning", access_log=False))
+    server.run(sockets=[listener])
+    return 0
