@@ -4,8 +4,11 @@ installs it). With MC_UPDATE_SCREENSHOTS=1 the screenshots README shows are writ
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import textwrap
 import time
@@ -16,7 +19,7 @@ from typing import Any
 import pytest
 from test_board import Board
 
-from conftest import McRoot, skip_or_fail
+from conftest import McRoot, clean_env, skip_or_fail
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +121,37 @@ def test_the_board_shows_a_column_per_status_with_cards_linking_to_tickets(page:
     assert "second ticket" in page.locator("h1").inner_text()
 
 
+def test_every_story_of_mc_demo_appears_on_the_board(page: Any, tmp_path: Path) -> None:
+    demo = subprocess.run(
+        [sys.executable, "-m", "mission_control.cli", "demo", "--keep"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=300,
+        check=True,
+    )
+    kept = Path(re.search(r"^kept (\S+):", demo.stdout + demo.stderr, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    try:
+        root = McRoot.__new__(McRoot)  # the demo's own root, as `mc demo --keep` left it
+        root.path, root.state = kept, kept
+        server = Board(root)
+        try:
+            page.goto(server.url + "/")
+            listed = json.loads(root.mc("ticket", "list", "--json").stdout)
+            for status in ("todo", "in_progress", "in_review", "done", "needs_input"):
+                expected = [t["key"] for t in listed if t["status"] == status]
+                shown = page.locator(f"[data-status={status}] [data-key]").evaluate_all(
+                    "cards => cards.map(card => card.dataset.key)"
+                )
+                assert shown == expected, status
+            assert "circuit breaker" in page.locator("#killswitch").inner_text()  # the demo ends with it tripped
+            screenshot(page, "board.png", tmp_path)
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
+
+
 def test_a_ticket_moves_from_todo_to_done_on_an_open_page_while_mc_run_works(
     page: Any, board: Board, mc: McRoot, tmp_path: Path
 ) -> None:
@@ -132,7 +166,6 @@ def test_a_ticket_moves_from_todo_to_done_on_an_open_page_while_mc_run_works(
     try:
         page.locator(f"[data-status=in_progress] [data-key={key}]").wait_for(timeout=30_000)
         assert "worker running" in page.locator(f"[data-key={key}] .next").inner_text()
-        screenshot(page, "board.png", tmp_path)
         page.locator(f"[data-status=done] [data-key={key}]").wait_for(timeout=30_000)
     finally:
         controller.wait(timeout=60)

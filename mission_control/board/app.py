@@ -150,6 +150,7 @@ def create_app(config: Config, token: str | None = None) -> Gate:
     reader = Reader(config)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["statuses"] = STATUSES
+    templates.env.filters["clock"] = lambda iso: (iso or "")[:19].replace("T", " ")  # ISO 8601 as people read it
 
     def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
         return templates.TemplateResponse(request, name, context, status_code=status_code)

@@ -51,7 +51,9 @@ def next_action(status: str, attempt_running: int | None, owner: str, held: bool
     if status == "todo":
         return "held by the kill-switch" if held else "waiting for a worker"
     if status == "in_progress":
-        return f"worker running (attempt {attempt_running})" if attempt_running else "between attempts"
+        if attempt_running:
+            return f"worker running (attempt {attempt_running})"
+        return "retry held by the kill-switch" if held else "between attempts"
     if status == "in_review":
         return "in review"
     if status == "needs_input":
@@ -109,7 +111,9 @@ def ticket(config: Config, key: str) -> dict[str, Any] | None:
     last = views.last_activity(found)
     started = found.created_at if running is None else _epoch(running["started_at"], found.created_at)
     data.update(
-        next_action=next_action(found.status, running["attempt"] if running else None, config.owner_title, False),
+        next_action=next_action(
+            found.status, running["attempt"] if running else None, config.owner_title, killswitch(config) is not None
+        ),
         owner=config.owner_title,
         runtime="running" if running else "closed" if found.status == "done" else "idle",
         age=ago(found.created_at, now),
