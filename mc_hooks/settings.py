@@ -82,12 +82,14 @@ class Section(Mapping[str, Any]):
             raise self.error(key, f"an integer{bound}", value)
         return value
 
-    def number(self, key: str, default: float, minimum: float = 0.0, strict: bool = True) -> float:
-        """A finite number above ``minimum`` (at least, with ``strict=False``)."""
+    def number(
+        self, key: str, default: float, minimum: float = 0.0, strict: bool = True, unit: str = "seconds"
+    ) -> float:
+        """A finite number above ``minimum`` (at least, with ``strict=False``), in ``unit``."""
         value = self._get(key, default)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if not ok or (value <= minimum if strict else value < minimum):
-            raise self.error(key, f"a number {'>' if strict else '>='} {minimum:g} (seconds)", value)
+            raise self.error(key, f"a number {'>' if strict else '>='} {minimum:g} ({unit})", value)
         return float(value)
 
     def flag(self, key: str, default: bool) -> bool:

@@ -48,6 +48,9 @@ class AgentReport:
     turns: int | None = None
     structured: Any = None  # the structured output a reviewer run returned
     session_lost: bool = False  # asked to resume a session the CLI does not have: start afresh next time
+    # Cost and tokens are the session's running totals (a resumed session's include its earlier runs):
+    # the store keeps each run's own share, the total less what earlier runs of the session were charged.
+    session_totals: bool = False
 
 
 class ClaudeCode:
@@ -94,13 +97,16 @@ class ClaudeCode:
             argv += ["--model", settings.model]
         return argv
 
-    def worker_argv(self, settings: AgentSettings, resume: str | None) -> list[str]:
+    def worker_argv(self, settings: AgentSettings, resume: str | None, spend_cap: float | None = None) -> list[str]:
         """The worker's argv: edits inside its working directory, git to stage and commit, and the
-        profile's ``allowed_tools``; a later run of the ticket resumes the recorded session."""
+        profile's ``allowed_tools``; a later run of the ticket resumes the recorded session; with a
+        spend budget, the CLI stops itself at ``spend_cap`` (it counts the whole session's spend)."""
         argv = [*self._common(settings), "--permission-mode", "acceptEdits"]
         argv += self._tail(settings, (*self.worker_tools, *settings.allowed_tools))
         if resume:
             argv += ["--resume", resume]
+        if spend_cap is not None:
+            argv += ["--max-budget-usd", f"{spend_cap:.4f}"]
         return argv + list(settings.args)
 
     def reviewer_argv(self, settings: AgentSettings) -> list[str]:
@@ -144,6 +150,15 @@ class ClaudeCode:
         inputs = [
             _count(usage.get(k)) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
         ]
+        outputs = _count(usage.get("output_tokens"))
+        # modelUsage holds the session's totals per model, as total_cost_usd does (a resumed session's
+        # include its earlier runs); usage alone can miss the turn that ended a run.
+        models = result.get("modelUsage") if isinstance(result.get("modelUsage"), dict) else {}
+        per_model = [m for m in models.values() if isinstance(m, dict)]
+        if per_model:
+            keys = ("inputTokens", "cacheCreationInputTokens", "cacheReadInputTokens")
+            inputs = [sum(_count(m.get(k)) or 0 for m in per_model for k in keys)]
+            outputs = sum(_count(m.get("outputTokens")) or 0 for m in per_model)
         is_error = result.get("is_error") is True or result.get("subtype", "success") != "success"
         errors = result.get("errors") if isinstance(result.get("errors"), list) else []
         lost = is_error and any(str(e).startswith("No conversation found with session ID") for e in errors)
@@ -155,7 +170,8 @@ class ClaudeCode:
             error=_error_text(result) if is_error else "",
             cost_usd=_number(result.get("total_cost_usd")),
             input_tokens=sum(n for n in inputs if n) if inputs[0] is not None else None,
-            output_tokens=_count(usage.get("output_tokens")),
+            output_tokens=outputs,
+            session_totals=True,
             turns=_count(result.get("num_turns")),
             structured=result.get("structured_output"),
         )

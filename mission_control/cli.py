@@ -197,13 +197,14 @@ def cmd_operator(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_health(args: argparse.Namespace, config: Config) -> int:
-    from mission_control.luci_operator import latest_health, spend
+    from mission_control.luci_operator import latest_health, spend, spend_budget
 
     open_store(config)
     snapshot = latest_health()
     if snapshot is None:
         raise UsageError("no health snapshot yet (run `mc operator --once` or `mc run`)")
     snapshot["spend"] = spend()  # live, not as of the snapshot
+    snapshot["spend_budget"] = spend_budget(config)
     if args.json:
         emit_json(snapshot)
         return 0
@@ -219,6 +220,12 @@ def cmd_health(args: argparse.Namespace, config: Config) -> int:
         print(
             f"  spend {label.replace('_', ' ')}: ${row['cost_usd']:.4f} "
             f"(tokens in {row['input_tokens']}, out {row['output_tokens']})"
+        )
+    budget = snapshot["spend_budget"]
+    if budget is not None:
+        print(
+            f"  circuit breaker budget: ${budget['spent_usd']:.4f} of ${budget['max_cost_usd']:.2f} spent in the last "
+            f"{budget['window_seconds'] / 60:g} minutes"
         )
     return 0
 
@@ -268,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--repo")
     add.add_argument("--worker", help="worker profile (default: default)")
     add.add_argument("--branch", help="the branch the worker's commit must be on")
+    add.add_argument(
+        "--max-cost-usd", help="stop starting runs once the ticket's runs cost this much (default: the profile's)"
+    )
     imp = ticket.add_parser("import", help="add tickets from a JSON Lines file, all or none")
     imp.add_argument("file")
     lst = ticket.add_parser("list", help="list tickets")
@@ -281,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     # in_progress and in_review belong to the loop (they mean a process or review is in flight)
     tset.add_argument("--status", choices=MANUAL_STATUSES, required=True)
     tset.add_argument("--done-sha")
+    tset.add_argument("--max-cost-usd", help="a new spend budget for the ticket (US dollars)")
     com = ticket.add_parser("comment", help="comment on a ticket")
     com.add_argument("key")
     com.add_argument("text")

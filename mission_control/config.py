@@ -73,6 +73,7 @@ class AgentSettings:
 @dataclass(frozen=True)
 class WorkerProfile(AgentSettings):
     name: str = "default"
+    max_cost_usd: float | None = None  # each ticket's spend budget (a ticket's own --max-cost-usd wins)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,12 @@ class Config:
     def owner_title(self) -> str:
         """The escalation owner as written in messages: ``elmar`` -> ``Elmar``."""
         return self.owner[:1].upper() + self.owner[1:]
+
+    def budget_of(self, own: float | None, worker: str | None) -> float | None:
+        """A ticket's spend budget in US dollars: its own (``own``), else its worker profile's, else None."""
+        if own is not None:
+            return float(own)
+        return self.workers.get(worker or "default", self.workers["default"]).max_cost_usd
 
     def plugin_section(self, name: str) -> Section:
         """The plugin's own settings, as a :class:`Section` for validated reads."""
@@ -235,8 +242,11 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
     for name in workers_section.data:
         profile = workers_section.mapping(str(name))
         settings = _agent_settings(profile, WORKER_PLACEHOLDERS, timeout=3600, required=True)
+        has_budget = profile.data.get("max_cost_usd") is not None
+        budget = profile.number("max_cost_usd", 1.0, unit="US dollars") if has_budget else None
+        profile.accept("max_cost_usd")
         profile.finish()
-        workers[str(name)] = WorkerProfile(**settings, name=str(name))
+        workers[str(name)] = WorkerProfile(**settings, name=str(name), max_cost_usd=budget)
     if "default" not in workers:
         raise workers_section.error("default", "a worker profile named 'default'")
 

@@ -3,13 +3,20 @@ writes. :class:`~mission_control.controller.Controller` inherits these."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mc_hooks import events
-from mission_control.store import audit, queries, views
+from mission_control.store import audit, health, queries, views
 from mission_control.store.models import ACTIVE, Escalation, Event, ShadowReview, Ticket, WorkerRun
+
+if TYPE_CHECKING:
+    from mission_control.config import Config
 
 
 class TicketReads:
     """Reads of tickets, runs, reviews, the audit trail and escalations."""
+
+    config: Config
 
     def ticket(self, key: str) -> Ticket | None:
         """The ticket with ``key`` (case-insensitive), or None."""
@@ -42,6 +49,18 @@ class TicketReads:
     def killswitch_changed_at(self) -> float | None:
         """When the kill-switch was last engaged or released (from the audit trail), or None."""
         return audit.last_event_at(events.KILLSWITCH)
+
+    def spent_on(self, ticket: Ticket) -> float:
+        """What the ticket's runs (workers and reviews) cost so far, in US dollars."""
+        return queries.ticket_spend(ticket.id)
+
+    def budget_of(self, ticket: Ticket) -> float | None:
+        """The ticket's spend budget in US dollars: its own, else its worker profile's, else None."""
+        return self.config.budget_of(ticket.max_cost_usd, ticket.worker)
+
+    def spend_since(self, since: float) -> float:
+        """What all runs that ended at or after ``since`` cost, in US dollars."""
+        return health.spend_since(since)[0]
 
     def ticket_key(self, ticket_id: int | None) -> str:
         """The key of the ticket with this id ('?' if there is none)."""

@@ -40,6 +40,13 @@ class History:
 
     session: str | None = None  # the agent session to resume
     last_death: str | None = None  # why the previous run ended without a result
+    budget_left: float | None = None  # US dollars this run may still spend (None: no budget)
+    session_spent: float = 0.0  # what earlier runs of the resumed session were charged
+
+    def spend_cap(self) -> float | None:
+        """The cap to give a CLI that counts a resumed session's running total: what the session
+        already spent plus what is left of the ticket's budget (None: no budget)."""
+        return None if self.budget_left is None else self.session_spent + self.budget_left
 
 
 def log_dir(config: Config, ticket: Ticket) -> Path:
@@ -47,11 +54,13 @@ def log_dir(config: Config, ticket: Ticket) -> Path:
     return rt.private_dir(config.root / "logs" / ticket.key)
 
 
-def history(run: WorkerRun) -> History:
+def history(run: WorkerRun, budget: float | None = None) -> History:
     """The session to resume (the latest one an earlier run of this profile reported, unless a later
-    run found it gone) and why the previous run died, if it did."""
+    run found it gone), why the previous run died, if it did, and what is left of the ticket's spend
+    ``budget``, if it has one."""
+    left = None if budget is None else max(0.0, budget - queries.ticket_spend(run.ticket_id))
     if run.attempt <= 1:
-        return History()
+        return History(budget_left=left)
     earlier = queries.earlier_runs(run)
     session, last_death = None, None
     for index, (_, outcome, death_reason, agent_session) in enumerate(earlier):
@@ -60,7 +69,8 @@ def history(run: WorkerRun) -> History:
         if agent_session is not None:
             session = agent_session or None  # "" marks a session the CLI no longer had
             break
-    return History(session, last_death)
+    spent = queries.session_spend(run.ticket_id, session, run.attempt)[0] if session else 0.0
+    return History(session, last_death, left, spent)
 
 
 # The controller's own settings and database credentials never reach a run.
@@ -147,7 +157,7 @@ def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: His
         "MC_RUN_ID": f"{db_id}:{run.id}",
     }
     if preset is not None:
-        argv = preset.worker_argv(profile, resume=past.session)
+        argv = preset.worker_argv(profile, resume=past.session, spend_cap=past.spend_cap())
     else:
         argv = prompts.render(profile.command or (), values)
     plan = Launch(

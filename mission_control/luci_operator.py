@@ -155,6 +155,18 @@ def spend(now: float | None = None) -> dict[str, Any]:
     return result
 
 
+def spend_budget(config: Config, now: float | None = None) -> dict[str, Any] | None:
+    """The circuit breaker's spend limit (when one is set and the breaker is on) with what was spent
+    in its window: ``{"max_cost_usd", "window_seconds", "spent_usd"}``, or None."""
+    settings = config.plugins.get("circuit_breaker", {})
+    if not config.plugin_enabled("circuit_breaker") or settings.get("max_cost_usd") is None:
+        return None
+    window = float(settings.get("window_seconds", 600))
+    now = time.time() if now is None else now
+    spent = health.spend_since(now - window)[0]
+    return {"max_cost_usd": float(settings["max_cost_usd"]), "window_seconds": window, "spent_usd": round(spent, 6)}
+
+
 def latest_health() -> dict[str, Any] | None:
     """The most recent health snapshot, or None."""
     latest = health.latest_snapshot()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ from mission_control.store.models import Ticket
 from mission_control.store.transactions import write
 
 
-def _ticket_fields(config: Config, title: Any, body: Any, repo: Any, worker: Any, branch: Any = None) -> dict[str, Any]:
+def _ticket_fields(
+    config: Config, title: Any, body: Any, repo: Any, worker: Any, branch: Any = None, budget: Any = None
+) -> dict[str, Any]:
     if not isinstance(title, str) or not title.strip():
         raise UsageError("title: expected a non-empty string")
     if body is not None and not isinstance(body, str):
@@ -54,11 +57,24 @@ def _ticket_fields(config: Config, title: Any, body: Any, repo: Any, worker: Any
         if not valid or worktrees.git(".", "check-ref-format", "--branch", branch).returncode != 0:
             raise UsageError(f"branch: expected a valid git branch name, got {branch!r}")
         fields["branch"] = branch
+    if budget is not None:
+        fields["max_cost_usd"] = _budget(budget)
     return fields
 
 
+def _budget(value: Any) -> float:
+    """A spend budget given by a person: a finite amount of US dollars above 0."""
+    try:
+        amount = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        amount = math.nan
+    if not math.isfinite(amount) or amount <= 0:
+        raise UsageError(f"max_cost_usd: expected an amount of US dollars above 0, got {value!r}")
+    return amount
+
+
 def cmd_ticket_add(args: argparse.Namespace, config: Config) -> int:
-    fields = _ticket_fields(config, args.title, args.body, args.repo, args.worker, args.branch)
+    fields = _ticket_fields(config, args.title, args.body, args.repo, args.worker, args.branch, args.max_cost_usd)
     open_store(config)
     controller = manual(config)
     ticket = write(lambda: controller.add_ticket(fields, f"worker profile {fields['worker']}"))
@@ -73,7 +89,7 @@ def cmd_ticket_import(args: argparse.Namespace, config: Config) -> int:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot be read: {exc}") from None
-    allowed = {"title", "body", "repo", "worker", "branch"}
+    allowed = {"title", "body", "repo", "worker", "branch", "max_cost_usd"}
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -99,6 +115,7 @@ def cmd_ticket_import(args: argparse.Namespace, config: Config) -> int:
                     item.get("repo"),
                     item.get("worker"),
                     item.get("branch"),
+                    item.get("max_cost_usd"),
                 )
             )
         except UsageError as exc:
@@ -141,9 +158,10 @@ def timeline(ticket: Ticket) -> list[str]:
 
 def cmd_ticket_show(args: argparse.Namespace, config: Config) -> int:
     open_store(config)
-    ticket = ticket_by_key(manual(config), args.key)
+    controller = manual(config)
+    ticket = ticket_by_key(controller, args.key)
     if args.json:
-        emit_json(views.ticket_details(ticket))
+        emit_json(views.ticket_details(ticket, controller.budget_of(ticket)))
         return 0
     print(f"{ticket.key}  {shown(ticket.title)}")
     print(
@@ -155,10 +173,11 @@ def cmd_ticket_show(args: argparse.Namespace, config: Config) -> int:
         print()
         print(shown(ticket.body, keep_lines=True))
     ran = views.runs(ticket)
-    if ran:
+    budget = controller.budget_of(ticket)
+    if ran or budget is not None:
         spent = sum(r["cost_usd"] or 0 for r in ran)
         print()
-        print(f"runs (spent ${spent:.4f}):")
+        print(f"runs (spent ${spent:.4f}" + (f" of its ${budget:.2f} budget):" if budget is not None else "):"))
         for run in ran:
             print(shown(_run_line(run)))
     print()
@@ -181,6 +200,8 @@ def cmd_ticket_set(args: argparse.Namespace, config: Config) -> int:
     fields: dict[str, Any] = {}
     if args.done_sha:
         fields["done_sha"] = valid_sha(args.done_sha)
+    if args.max_cost_usd is not None:
+        fields["max_cost_usd"] = _budget(args.max_cost_usd)
     if args.status == "todo":
         write(lambda: controller.requeue_by_hand(ticket, "set by hand", **fields))
     else:

@@ -1,6 +1,7 @@
-"""Circuit breaker: when workers die or reviews fail in a storm, across all tickets, engage the
-kill-switch by itself and tell the owner, so a broken agent CLI, an expired API key or a bad reviewer
-cannot burn a night of paid runs. Only a person (`mc killswitch off`) releases it."""
+"""Circuit breaker: when workers die or reviews fail in a storm, or runs spend more than a budget,
+across all tickets, engage the kill-switch by itself and tell the owner, so a broken agent CLI, an
+expired API key, a bad reviewer or a retry storm of expensive runs cannot burn a night of paid runs.
+Only a person (`mc killswitch off`) releases it."""
 
 from __future__ import annotations
 
@@ -20,16 +21,21 @@ def _is_fail(event: Event) -> bool:
 
 
 class CircuitBreaker:
-    """``on_ticket_event``: count deaths and review fails in the window; trip at the limits."""
+    """``on_ticket_event``: count deaths, review fails and spend in the window; trip at the limits."""
 
     def __init__(self, settings: Section) -> None:
         self.max_deaths: int = settings.integer("max_deaths", 5, minimum=1)
         self.max_review_fails: int = settings.integer("max_review_fails", 8, minimum=1)
         self.window: float = settings.number("window_seconds", 600)
+        has_budget = settings.data.get("max_cost_usd") is not None
+        self.max_cost: float | None = settings.number("max_cost_usd", 1.0, unit="US dollars") if has_budget else None
+        settings.accept("max_cost_usd")
 
     @hookimpl
     def on_ticket_event(self, ticket: Ticket | None, event: Event, controller: Controller) -> None:
-        if ticket is None or not (event.action in events.DEATHS or _is_fail(event)) or controller.killswitch_active():
+        storm = event.action in events.DEATHS or _is_fail(event)
+        costly = self.max_cost is not None and event.action in (*events.DEATHS, events.DONE, events.VERDICT)
+        if ticket is None or not (storm or costly) or controller.killswitch_active():
             return
         # Count from the store, since the window began or a person last flipped the kill-switch
         # (whichever is later), so a release starts from zero and a restart forgets nothing.
@@ -41,6 +47,9 @@ class CircuitBreaker:
             tripped, what = deaths, f"{len(deaths)} worker deaths"
         elif len(fails) >= self.max_review_fails:
             tripped, what = fails, f"{len(fails)} review fails"
+        elif self.max_cost is not None and (spent := controller.spend_since(since)) >= self.max_cost:
+            reports = controller.events_since(since, (*events.DEATHS, events.DONE, events.VERDICT))
+            tripped, what = reports, f"${spent:.2f} spent (limit ${self.max_cost:.2f})"
         else:
             return
         keys = sorted({controller.ticket_key(e.ticket_id) for e in tripped}, key=lambda key: (len(key), key))

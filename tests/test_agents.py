@@ -82,3 +82,12 @@ def test_a_missing_session_is_recognised_so_the_next_run_starts_afresh(tmp_path:
     errors = ["No conversation found with session ID: 00000000-0000-4000-8000-000000000000"]
     said = PRESET.report(stream(tmp_path, {"type": "result", "subtype": "error_during_execution", "errors": errors}))
     assert said.is_error and said.session_lost
+
+
+def test_a_spend_budget_caps_the_cli_at_what_its_session_spent_plus_what_is_left() -> None:
+    from mission_control.launch import History
+
+    past = History(session="1b0e6f0c-0000-4000-8000-000000000001", budget_left=0.25, session_spent=1.5)
+    argv = PRESET.worker_argv(WorkerProfile(agent="claude-code"), resume=past.session, spend_cap=past.spend_cap())
+    assert argv[argv.index("--max-budget-usd") + 1] == "1.7500"
+    assert "--max-budget-usd" not in PRESET.worker_argv(WorkerProfile(agent="claude-code"), resume=None)

@@ -49,6 +49,23 @@ def test_ticket_list_filters_by_status_and_prints_json(mc_root: McRoot) -> None:
     assert first in mc_root.mc("ticket", "list", "--status", "todo").stdout
 
 
+def test_a_ticket_budget_comes_from_the_ticket_or_its_profile_and_a_person_can_raise_it(mc_root: McRoot) -> None:
+    mc_root.config["workers"]["default"]["max_cost_usd"] = 2.5
+    mc_root.write_config()
+    own = mc_root.mc("ticket", "add", "capped", "--max-cost-usd", "0.75").stdout.strip()
+    inherited = mc_root.add("profile's")
+    assert (mc_root.show(own)["budget_usd"], mc_root.show(own)["max_cost_usd"]) == (0.75, 0.75)
+    assert (mc_root.show(inherited)["budget_usd"], mc_root.show(inherited)["max_cost_usd"]) == (2.5, None)
+    mc_root.mc("ticket", "set", own, "--status", "todo", "--max-cost-usd", "5")
+    assert mc_root.show(own)["budget_usd"] == 5.0
+    for bad in ("0", "-1", "lots", "nan"):
+        result = mc_root.mc("ticket", "add", "x", "--max-cost-usd", bad, check=False)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"mc: max_cost_usd: expected an amount of US dollars above 0, got '{bad}'"
+        ]
+
+
 def test_ticket_set_rejects_a_bad_sha_with_one_line(mc_root: McRoot) -> None:
     key = mc_root.add("x")
     result = mc_root.mc("ticket", "set", key, "--status", "done", "--done-sha", "not-hex", check=False)

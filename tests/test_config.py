@@ -80,6 +80,10 @@ def test_default_config_loads_with_documented_values(tmp_path: Path) -> None:
         ("poll_interval: .nan\n", "poll_interval: expected a number > 0"),
         ("lease_seconds: .inf\n", "lease_seconds: expected a number > 0"),
         ("hook_timeout: .nan\n", "hook_timeout: expected a number > 0"),
+        (
+            "workers: {default: {agent: claude-code, max_cost_usd: -1}}\n",
+            "workers.default.max_cost_usd: expected a number > 0 (US dollars)",
+        ),
         ("board: {token: 12}\n", "board.token: expected 16 to 256 printable characters"),
         ("board: {tokn: abcdefghijklmnopq}\n", "board.tokn: expected one of the known keys (token)"),
         ("plugins: {review_loop: {enabled: maybe}}\n", "plugins.review_loop.enabled: expected true or false"),

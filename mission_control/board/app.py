@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mission_control.board import pages
 from mission_control.config import Config
-from mission_control.luci_operator import latest_health, spend
+from mission_control.luci_operator import latest_health, spend, spend_budget
 from mission_control.store import views
 from mission_control.store.connection import connection_lost, reconnect
 from mission_control.store.models import STATUSES
@@ -194,7 +194,9 @@ def create_app(config: Config, token: str | None = None) -> Gate:
 
         def details() -> dict[str, Any] | None:
             found = views.ticket_by_key(key)
-            return None if found is None else views.ticket_details(found)
+            if found is None:
+                return None
+            return views.ticket_details(found, config.budget_of(found.max_cost_usd, found.worker))
 
         data = await reader.read(("api-ticket", key.upper()), details)
         if data is None:
@@ -212,7 +214,7 @@ def create_app(config: Config, token: str | None = None) -> Gate:
     async def api_health(request: Request) -> Response:
         def snapshot() -> dict[str, Any] | None:
             latest = latest_health()
-            return None if latest is None else {**latest, "spend": spend()}
+            return None if latest is None else {**latest, "spend": spend(), "spend_budget": spend_budget(config)}
 
         data = await reader.read(("api-health",), snapshot)
         if data is None:

@@ -93,7 +93,7 @@ def ticket(config: Config, key: str) -> dict[str, Any] | None:
     if found is None:
         return None
     now = time.time()
-    data = views.ticket_details(found)
+    data = views.ticket_details(found, config.budget_of(found.max_cost_usd, found.worker))
     runs = views.runs(found)
     running = next((r for r in runs if r["kind"] == "worker" and r["outcome"] == "running"), None)
     reviewing = next(

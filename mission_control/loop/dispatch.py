@@ -71,6 +71,10 @@ class Dispatcher:
             why = f"Started {ticket.attempts} times without finishing. Needs {config.owner_title} decision."
             self.ctx.controller.escalate(ticket, why)
             return None
+        over = self.over_budget(ticket)
+        if over:
+            self.ctx.controller.escalate(ticket, f"{over}. Needs {config.owner_title} decision.")
+            return None
         fields: dict[str, Any] = {
             "status": "in_progress",
             "claimed_by": self.ctx.me,
@@ -103,11 +107,20 @@ class Dispatcher:
         self.ctx.controller.record(ticket, events.DISPATCH, detail, data={"attempt": run.attempt, "profile": profile})
         return ticket, run
 
+    def over_budget(self, ticket: Ticket) -> str | None:
+        """Why the ticket may not start another run (it has spent its budget), or None."""
+        budget = self.ctx.controller.budget_of(ticket)
+        if budget is None:
+            return None
+        spent = self.ctx.controller.spent_on(ticket)
+        return f"Spent ${spent:.2f} of its ${budget:.2f} budget" if spent >= budget else None
+
     def start_worker(self, ticket: Ticket, run: WorkerRun) -> rt.Process | None:
         """Prepare the ticket's workspace and prompt and start the worker; a workspace that cannot be
         prepared or a command that cannot start is a dead worker."""
         try:
-            plan = launch.worker(self.ctx.config, self.ctx.db_id, ticket, run, launch.history(run))
+            past = launch.history(run, self.ctx.controller.budget_of(ticket))
+            plan = launch.worker(self.ctx.config, self.ctx.db_id, ticket, run, past)
             process = self.ctx.start("worker", run, plan)
         except OSError as exc:
             if exc.errno == errno.E2BIG:  # the ticket, not the worker: retrying cannot help

@@ -24,6 +24,19 @@ Verify = Callable[[Ticket, str, "str | None"], "str | None"]
 Judged = tuple[WorkerRun, Ticket, str, list[str], list[str], "agents.AgentReport | None"]
 
 
+def own_share(run: WorkerRun, said: agents.AgentReport) -> dict[str, Any]:
+    """The run's own cost and tokens. A CLI that reports a resumed session's running totals has
+    counted the session's earlier runs too: their stored shares are taken off, so every dollar is
+    counted once (and what a run killed before its report spent lands on the next run of the session)."""
+    cost, inputs, outputs = said.cost_usd, said.input_tokens, said.output_tokens
+    if said.session_totals and said.session:
+        paid, paid_in, paid_out = queries.session_spend(run.ticket_id, said.session, run.attempt)
+        cost = None if cost is None else round(max(0.0, cost - paid), 6)
+        inputs = None if inputs is None else max(0, inputs - paid_in)
+        outputs = None if outputs is None else max(0, outputs - paid_out)
+    return {"cost_usd": cost, "input_tokens": inputs, "output_tokens": outputs}
+
+
 class Reports:
     """Reads and stores what workers and reviewers reported."""
 
@@ -140,9 +153,7 @@ class Reports:
         fields: dict[str, Any] = {
             "ended_at": time.time(),
             "agent_session": "" if said.session_lost else said.session,  # "": the next run starts afresh
-            "cost_usd": said.cost_usd,
-            "input_tokens": said.input_tokens,
-            "output_tokens": said.output_tokens,
+            **own_share(run, said),
             "turns": said.turns,
         }
         sha, action, actor = outcome.sha, events.DONE, "worker"

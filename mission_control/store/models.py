@@ -73,6 +73,7 @@ class Ticket(BaseModel):
     review_cycles = pw.IntegerField(default=0)
     death_count = pw.IntegerField(default=0)
     attempts = pw.IntegerField(default=0)
+    max_cost_usd = pw.DoubleField(null=True)  # this ticket's spend budget (None: its profile's, if any)
     done_sha = Char(max_length=40, null=True)
     # Reviewer feedback waiting for the next dispatch (JSON {"sha", "reasons", "gaps"}).
     pending_feedback = Text(null=True)

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from peewee import fn
+
 from mission_control.store.models import ACTIVE, ControllerProcess, Meta, ShadowReview, Ticket, WorkerRun
 from mission_control.store.transactions import tuples, update_row
 
@@ -331,3 +333,25 @@ def running_run_ids(db_id: str) -> list[str]:
     pending = (WorkerRun.outcome == "running") | WorkerRun.applied_at.is_null()
     query = WorkerRun.select(WorkerRun.id).where(pending | WorkerRun.review_pid.is_null(False))
     return [f"{db_id}:{run_id}" for (run_id,) in tuples(query)]
+
+
+def ticket_spend(ticket_id: int) -> float:
+    """What the ticket's worker and review runs cost, in US dollars, as the agents' CLIs reported it."""
+    total = 0.0
+    for model in (WorkerRun, ShadowReview):
+        cost = model.select(fn.SUM(model.cost_usd)).where(model.ticket == ticket_id).scalar()
+        total += cost or 0.0
+    return float(total)
+
+
+def session_spend(ticket_id: int, session: str, before_attempt: int) -> tuple[float, int, int]:
+    """(cost, input tokens, output tokens) the ticket's runs before ``before_attempt`` in the agent
+    session ``session`` were charged: what a CLI that reports a resumed session's running total had
+    already counted."""
+    query = WorkerRun.select(
+        fn.SUM(WorkerRun.cost_usd), fn.SUM(WorkerRun.input_tokens), fn.SUM(WorkerRun.output_tokens)
+    ).where(
+        (WorkerRun.ticket == ticket_id) & (WorkerRun.agent_session == session) & (WorkerRun.attempt < before_attempt)
+    )
+    cost, inputs, outputs = tuples(query)[0]
+    return float(cost or 0.0), int(inputs or 0), int(outputs or 0)

@@ -44,6 +44,7 @@ def ticket_summary(ticket: Ticket) -> dict[str, Any]:
         "review_cycles": ticket.review_cycles,
         "death_count": ticket.death_count,
         "attempts": ticket.attempts,
+        "max_cost_usd": ticket.max_cost_usd,
         "done_sha": ticket.done_sha,
         "created_at": when(ticket.created_at),
         "updated_at": when(ticket.updated_at),
@@ -61,10 +62,12 @@ def ticket_by_key(key: str) -> Ticket | None:
     return Ticket.get_or_none(Ticket.key == key.strip().upper())
 
 
-def ticket_details(ticket: Ticket) -> dict[str, Any]:
-    """Everything known about a ticket: its summary, body, comments, events, reviews, runs and
-    escalations, each oldest first."""
+def ticket_details(ticket: Ticket, budget: float | None = None) -> dict[str, Any]:
+    """Everything known about a ticket: its summary, its spend budget (``budget``, as the config
+    resolves it) and what it spent, body, comments, events, reviews, runs and escalations, each oldest
+    first."""
     data = ticket_summary(ticket)
+    data["budget_usd"] = budget
     data["body"] = ticket.body
     data["comments"] = [
         {"author": c.author, "body": c.body, "created_at": when(c.created_at)}
@@ -93,6 +96,7 @@ def ticket_details(ticket: Ticket) -> dict[str, Any]:
         for r in ShadowReview.select().where(ShadowReview.ticket == ticket.id).order_by(ShadowReview.id)
     ]
     data["runs"] = runs(ticket)
+    data["spent_usd"] = round(sum(r["cost_usd"] or 0 for r in data["runs"]), 6)
     data["escalations"] = [
         {
             "owner": e.owner,
