@@ -30,7 +30,11 @@ REVIEW = "review"
 
 VERDICT = "verdict"
 """A shadow review was stored. ``data``: ``verdict`` (``pass``, ``fail`` or ``uncertain``), ``sha``,
-``attempt``."""
+``attempt``, and with several review stages ``stage`` (the name of the stage whose verdict it is)."""
+
+REVIEW_STAGE = "review_stage"
+"""A review stage before the last passed; the next one is due. ``data``: ``stage`` (1-based), ``of``,
+``name``, ``sha``, ``attempt``."""
 
 STATUS = "status"
 """A ticket changed status. ``data``: ``from``, ``to``."""

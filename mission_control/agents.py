@@ -182,7 +182,7 @@ PRESETS: dict[str, ClaudeCode] = {ClaudeCode.name: ClaudeCode()}
 
 def preset(settings: AgentSettings) -> ClaudeCode | None:
     """The preset a profile names (``agent:``), or None for a plain ``command`` profile."""
-    return PRESETS[settings.agent] if settings.agent else None
+    return PRESETS.get(settings.agent) if settings.agent else None  # `tests` stages have no agent CLI
 
 
 def _read_ends(source: rt.Output) -> tuple[bytes, bytes]:

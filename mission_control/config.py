@@ -28,6 +28,7 @@ DEFAULT_CONFIG_TEXT = (Path(__file__).with_name("default_config.yaml")).read_tex
 WORKER_PLACEHOLDERS = frozenset({"ticket", "prompt_file", "repo", "session", "attempt"})
 REVIEWER_PLACEHOLDERS = frozenset({"ticket", "sha", "repo", "prompt_file"})
 AGENTS = ("claude-code",)  # the agent presets (mission_control.agents); profiles without one give `command`
+TESTS_STAGE = "tests"  # a review stage that runs a test command in a clean checkout (verdict from its exit)
 DEFAULT_STALL_TIMEOUT = 600.0
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 STATUSES = ("todo", "in_progress", "in_review", "done", "needs_input")
@@ -65,7 +66,7 @@ class AgentSettings:
     @property
     def program(self) -> str | None:
         """The executable this profile starts (for the start-up check), or None without one."""
-        if self.agent is not None:
+        if self.agent is not None and self.agent != TESTS_STAGE:
             return self.executable or {"claude-code": "claude"}[self.agent]
         return self.command[0] if self.command else None
 
@@ -77,9 +78,25 @@ class WorkerProfile(AgentSettings):
 
 
 @dataclass(frozen=True)
+class ReviewStage(AgentSettings):
+    """One stage of the review: an agent preset, ``agent: tests`` (a test command), or a command."""
+
+    name: str = "reviewer"
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
 class ReviewerSettings(AgentSettings):
+    """The shadow review: its stages, run in order on each done sha (the first verdict other than
+    pass is the verdict). No stages: verdicts come from `mc review record`."""
+
     enabled: bool = True
     timeout: float = 600.0
+    stages: tuple[ReviewStage, ...] = ()
+
+    def stage(self, index: int) -> ReviewStage:
+        """The stage at ``index`` (the last one past the end: a config reload may have removed stages)."""
+        return self.stages[min(index, len(self.stages) - 1)] if self.stages else ReviewStage()
 
 
 @dataclass(frozen=True)
@@ -156,14 +173,36 @@ def _check_template(section: Section, key: str, argv: list[str], allowed: frozen
                 raise section.error(f"{key}[{index}]", f"only the placeholders {names}", arg)
 
 
-def _agent_settings(section: Section, placeholders: frozenset[str], timeout: float, required: bool) -> dict[str, Any]:
-    """The settings worker profiles and the reviewer share: ``agent`` (a preset) or ``command`` (an argv
-    template), the preset's pass-through settings, the timeout and the stall timeout."""
-    presets = ", ".join(AGENTS)
+def _agent_settings(
+    section: Section, placeholders: frozenset[str], timeout: float, required: bool, kinds: tuple[str, ...] = AGENTS
+) -> dict[str, Any]:
+    """The settings worker profiles and review stages share: ``agent`` (a preset, or for a review stage
+    ``tests``) or ``command`` (an argv template), the preset's pass-through settings, the timeout and the
+    stall timeout."""
+    presets = ", ".join(kinds)
     agent = section.data.get("agent")
     if agent is not None:
-        agent = section.text("agent", None, "|".join(map(re.escape, AGENTS)), f"one of the agent presets ({presets})")
+        agent = section.text("agent", None, "|".join(map(re.escape, kinds)), f"one of the agent presets ({presets})")
     command = section.text_list("command", None)
+    if agent == TESTS_STAGE:
+        if command is None:
+            raise section.error("command", "the test command to run, as an argv list (e.g. [pytest, -q])")
+        _check_template(section, "command", command, placeholders)
+        agent_settings = _agent_settings(Section({}, section.path, section.file), placeholders, timeout, False)
+        section.accept("executable", "model", "args", "allowed_tools")
+        for key in ("executable", "model", "args", "allowed_tools"):
+            if section.data.get(key) is not None:
+                raise section.error(key, "a setting of agent presets; a tests stage takes command, timeout and env")
+        env_section = section.mapping("env")
+        return {
+            **agent_settings,
+            "agent": agent,
+            "command": tuple(command),
+            "env": _env_pairs(env_section),
+            "timeout": section.number("timeout", timeout),
+            "stall_timeout": section.number("stall_timeout", DEFAULT_STALL_TIMEOUT),
+            "writable_paths": _absolute_paths(section, "writable_paths"),
+        }
     if agent is not None and command is not None:
         raise section.error("command", "either agent or command, not both")
     if agent is None:
@@ -174,9 +213,7 @@ def _agent_settings(section: Section, placeholders: frozenset[str], timeout: flo
         if command is not None or required:
             _check_template(section, "command", command or [], placeholders)
     env_section = section.mapping("env")
-    for key, value in env_section.data.items():
-        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or not isinstance(value, str):
-            raise env_section.error(str(key), "NAME: text (an environment variable and its value)", value)
+    env = _env_pairs(env_section)
     optional_text = {key: section.data.get(key) for key in ("executable", "model")}
     for key, value in optional_text.items():
         if value is not None:
@@ -188,12 +225,58 @@ def _agent_settings(section: Section, placeholders: frozenset[str], timeout: flo
         "executable": optional_text["executable"],
         "model": optional_text["model"],
         "args": tuple(section.text_list("args", []) or []),
-        "env": tuple(sorted(env_section.data.items())),
+        "env": env,
         "allowed_tools": tuple(section.text_list("allowed_tools", []) or []),
         "timeout": section.number("timeout", timeout),
         "stall_timeout": section.number("stall_timeout", DEFAULT_STALL_TIMEOUT),
         "writable_paths": _absolute_paths(section, "writable_paths"),
     }
+
+
+def _env_pairs(env_section: Section) -> tuple[tuple[str, str], ...]:
+    for key, value in env_section.data.items():
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or not isinstance(value, str):
+            raise env_section.error(str(key), "NAME: text (an environment variable and its value)", value)
+    return tuple(sorted(env_section.data.items()))
+
+
+def _review_stages(top: Section, env: Mapping[str, str]) -> ReviewerSettings:
+    """``reviewer``: one stage as a mapping (with ``enabled``), or a list of stages run in order."""
+    raw = top.data.get("reviewer")
+    override = env.get("MC_ORCH_SHADOW_REVIEW")
+    if override is not None and override != "" and override not in ("0", "1"):
+        raise ConfigError(f"environment: MC_ORCH_SHADOW_REVIEW: expected 0 or 1, got {describe(override)}")
+    if isinstance(raw, list):
+        top.accept("reviewer")
+        if not raw:
+            raise top.error("reviewer", "at least one review stage (or a mapping with enabled: false)")
+        stages = []
+        for index, item in enumerate(raw):
+            where = f"reviewer[{index}]"
+            if not isinstance(item, Mapping):
+                raise top.error(where, "a review stage (a mapping with agent or command)", item)
+            item_section = Section(item, where, top.file)
+            stages.append(_stage(item_section, required=True))
+            item_section.finish()
+        enabled = True if override in (None, "") else override == "1"
+        return ReviewerSettings(enabled=enabled, stages=tuple(stages), timeout=stages[0].timeout)
+    section = top.mapping("reviewer")
+    enabled = section.flag("enabled", True)
+    if override is not None and override != "":
+        enabled = override == "1"
+    stage = _stage(section, required=False)
+    section.finish()
+    configured = stage.agent is not None or stage.command is not None
+    fields = {k: v for k, v in stage.__dict__.items() if k != "name"}
+    return ReviewerSettings(**fields, enabled=enabled, stages=(stage,) if configured else ())
+
+
+def _stage(section: Section, required: bool) -> ReviewStage:
+    settings = _agent_settings(
+        section, REVIEWER_PLACEHOLDERS, timeout=600, required=required, kinds=(*AGENTS, TESTS_STAGE)
+    )
+    name = settings["agent"] or "command"
+    return ReviewStage(**settings, name=name)
 
 
 def _absolute_paths(section: Section, key: str) -> tuple[str, ...]:
@@ -250,17 +333,7 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
     if "default" not in workers:
         raise workers_section.error("default", "a worker profile named 'default'")
 
-    reviewer_section = top.mapping("reviewer")
-    enabled = reviewer_section.flag("enabled", True)
-    override = env.get("MC_ORCH_SHADOW_REVIEW")
-    if override is not None and override != "":
-        if override not in ("0", "1"):
-            raise ConfigError(f"environment: MC_ORCH_SHADOW_REVIEW: expected 0 or 1, got {describe(override)}")
-        enabled = override == "1"
-    reviewer = ReviewerSettings(
-        **_agent_settings(reviewer_section, REVIEWER_PLACEHOLDERS, timeout=600, required=False), enabled=enabled
-    )
-    reviewer_section.finish()
+    reviewer = _review_stages(top, env)
 
     operator_section = top.mapping("operator")
     patterns = []

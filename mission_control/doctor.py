@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from mc_hooks.settings import ConfigError
 from mission_control import sandbox
-from mission_control.config import AgentSettings, Config, load_config
+from mission_control.config import TESTS_STAGE, AgentSettings, Config, load_config
 from mission_control.store import StoreError
 from mission_control.store.connection import close_database, open_database
 from mission_control.worktrees import git
@@ -21,8 +21,12 @@ VERSION_TIMEOUT = 20
 def _profiles(config: Config) -> Iterator[tuple[str, AgentSettings]]:
     for name, profile in config.workers.items():
         yield f"workers.{name}", profile
-    if config.reviewer.enabled and config.reviewer.program:
-        yield "reviewer", config.reviewer
+    if not config.reviewer.enabled:
+        return
+    several = len(config.reviewer.stages) > 1
+    for index, stage in enumerate(config.reviewer.stages):
+        if stage.program and stage.agent != TESTS_STAGE:  # a missing test command is the stage's verdict
+            yield (f"reviewer[{index}]" if several else "reviewer"), stage
 
 
 def resolve(program: str) -> str | None:

@@ -5,15 +5,17 @@ shell or an option parser by Mission Control's doing (presets take no positional
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mission_control import agents, prompts, sandbox, worktrees
 from mission_control import ticket_runtime as rt
-from mission_control.config import AgentSettings, Config
+from mission_control.config import TESTS_STAGE, AgentSettings, Config
 from mission_control.store import queries
 from mission_control.store.models import Ticket, WorkerRun
 from mission_control.worktrees import Workspace
@@ -228,13 +230,23 @@ def review_prompt(ticket: Ticket, sha: str, base: str | None) -> str:
     )
 
 
+def _runnable(program: str, cwd: Path) -> None:
+    """Raise FileNotFoundError unless ``program`` (a name on PATH, or a path from ``cwd``) can be run: a
+    missing test runner is the stage's ``uncertain``, not a failing suite (in the sandbox, bubblewrap
+    would report it as an ordinary exit 1)."""
+    found = (cwd / program) if os.sep in program else shutil.which(program)
+    if found is None or not os.access(found, os.X_OK) or Path(found).is_dir():
+        raise FileNotFoundError(errno.ENOENT, "the test command is not installed", program)
+
+
 def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch | None:
-    """The reviewer run for ``run``'s reported sha, in a clean checkout of it where it is a commit
-    (otherwise in the ticket's workspace); None when no reviewer is configured (verdicts by hand)."""
-    settings = config.reviewer
-    preset = agents.preset(settings)
-    if preset is None and settings.command is None:
+    """The run of the review stage ``run`` is at, for its reported sha, in a clean checkout of it where
+    it is a commit (otherwise in the ticket's workspace); None when no reviewer is configured
+    (verdicts by hand)."""
+    if not config.reviewer.stages:
         return None
+    settings = config.reviewer.stage(run.review_stage)
+    preset = agents.preset(settings)
     worked, sha = workspace_of(config, ticket, run), run.done_sha or ""
     repo = worked.repo
     cwd = worktrees.review_checkout(config.root, ticket.key, repo, sha)
@@ -258,12 +270,14 @@ def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch
         argv = preset.reviewer_argv(settings)
     else:
         argv = prompts.render(settings.command or (), values)
+        if settings.agent == TESTS_STAGE:
+            _runnable(argv[0], cwd)
     plan = Launch(
         argv,
         _env(settings, preset, env),
         cwd,
-        logs / f"{run.attempt}.review.log",
-        logs / f"{run.attempt}.review.err",
+        logs / run.review_output().name,
+        logs / run.review_output().with_suffix(".err").name,
         stdin,
         settings.timeout,
         settings.stall_timeout,

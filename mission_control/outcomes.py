@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mission_control import agents, shadow_reviewer, worktrees
+from mission_control import agents, shadow_reviewer, test_results, worktrees
 from mission_control import ticket_runtime as rt
 from mission_control.agents import AgentReport
-from mission_control.config import AgentSettings
+from mission_control.config import TESTS_STAGE, AgentSettings
 from mission_control.controller import Death
 from mission_control.worktrees import Workspace
 
@@ -121,6 +121,8 @@ def read_review(
 ) -> tuple[tuple[str, list[str], list[str]] | None, AgentReport]:
     """The verdict a reviewer run wrote, if any (its last JSON verdict line, or a preset's structured
     output), and what its agent CLI reported."""
+    if settings.agent == TESTS_STAGE:
+        return None, AgentReport()  # its verdict is its exit status, known only to the controller that ran it
     preset = agents.preset(settings)
     if preset is None:
         return shadow_reviewer.parse_verdict(stdout), AgentReport()
@@ -132,7 +134,10 @@ def review(
     settings: AgentSettings, process: rt.Process, timeout: float
 ) -> tuple[tuple[str, list[str], list[str]], AgentReport]:
     """A finished reviewer run's verdict (verdict, reasons, gaps) and what its agent CLI reported.
-    Anything but a clean verdict (a crash, a timeout, a stall, an API error) is ``uncertain``."""
+    Anything but a clean verdict (a crash, a timeout, a stall, an API error) is ``uncertain``. A tests
+    stage's verdict is its test command's exit status (see :mod:`mission_control.test_results`)."""
+    if settings.agent == TESTS_STAGE:
+        return test_results.verdict(process, timeout), AgentReport()
     failure = None
     if process.timed_out:
         failure = f"timed out after {timeout:g}s"

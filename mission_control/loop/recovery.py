@@ -121,9 +121,9 @@ class Recovery:
         pid = run.review_pid
         if pid is None and here:
             pid = proctree.find_process_with_env("MC_REVIEW_ID", f"{self.ctx.db_id}:{run.id}")
-        stdout = Path(run.log_path).with_name(f"{run.attempt}.review.log")
+        stdout = run.review_output()
         start = run.review_proc_start if run.review_pid else ""
-        reviewer = self.ctx.config.reviewer
+        reviewer = self.ctx.config.reviewer.stage(run.review_stage)
         if here and pid and proctree.pid_alive(pid, start):
             deadline = time.time() + reviewer.timeout
             start = start or proctree.proc_start_time(pid)

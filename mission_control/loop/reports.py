@@ -59,7 +59,8 @@ class Reports:
             if process.kind == "review" and process.for_shutdown:
                 interrupted.append(run)  # no verdict: the next controller reviews the sha again
             elif process.kind == "review":
-                verdict, said = outcomes.review(reviewer, process, reviewer.timeout)
+                stage = reviewer.stage(run.review_stage)
+                verdict, said = outcomes.review(stage, process, stage.timeout)
                 judged.append((run, run.ticket, *verdict, said))
             else:
                 reports.append((run, self.worker_outcome(run, process)))
@@ -94,7 +95,10 @@ class Reports:
             for run, outcome in reports:
                 self.store_report(run, run.ticket, outcome)
             for run, ticket, verdict, reasons, gaps, said in judged:
-                self.store_verdict(run, ticket, verdict, reasons, gaps, said)
+                if verdict == "pass" and run.review_stage + 1 < len(self.ctx.config.reviewer.stages):
+                    self.store_stage_pass(run, ticket, said)  # a cheap stage passed: the next one is due
+                else:
+                    self.store_verdict(run, ticket, verdict, reasons, gaps, said)
             for run in interrupted:
                 queries.review_ended(run.id)
             faults.crash_point("report:before-commit")
@@ -110,6 +114,22 @@ class Reports:
         if outcome.death is not None and not outcome.tail:
             outcome.tail = outcomes.tail_of(Path(run.log_path))
         write(lambda: self.store_report(run, queries.ticket_by_id(run.ticket_id), outcome))
+
+    def store_stage_pass(self, run: WorkerRun, ticket: Ticket, said: agents.AgentReport | None) -> None:
+        """Inside a transaction: a review stage before the last passed. The next stage is due (the
+        loop starts it like any review), and what this one cost is kept for the final verdict. Once,
+        and only under the run's claim (fencing)."""
+        if queries.run_token(run.id) != run.token:
+            return
+        stages, stage = self.ctx.config.reviewer.stages, run.review_stage
+        if not queries.advance_review_stage(run, stage, said.cost_usd if said else None):
+            return
+        sha = run.done_sha or ""
+        done, following = stages[stage].name, stages[stage + 1].name
+        detail = f"stage {stage + 1} of {len(stages)} ({done}) passed {sha[:12]}; next: {following}"
+        facts = {"stage": stage + 1, "of": len(stages), "name": done, "sha": sha, "attempt": run.attempt}
+        actor = shadow_reviewer.REVIEWER_NAME
+        self.ctx.controller.record(ticket, events.REVIEW_STAGE, detail, kind="report", actor=actor, data=facts)
 
     def store_verdict(
         self,
@@ -127,6 +147,8 @@ class Reports:
         controller, sha = self.ctx.controller, run.done_sha or ""
         if controller.review_for(ticket, sha) is None:
             said = said or agents.AgentReport()
+            earlier = run.review_spent_usd  # what the stages before this one cost
+            cost = said.cost_usd if earlier is None else (said.cost_usd or 0.0) + earlier
             shadow_reviewer.store_verdict(
                 ticket.id,
                 sha,
@@ -135,7 +157,7 @@ class Reports:
                 gaps,
                 attempt=run.attempt,
                 session=said.session,
-                cost_usd=said.cost_usd,
+                cost_usd=cost,
                 input_tokens=said.input_tokens,
                 output_tokens=said.output_tokens,
                 turns=said.turns,
@@ -143,6 +165,10 @@ class Reports:
             summary = short("; ".join(reasons) or "no reasons", 160)
             detail = f"{verdict} for {sha[:12]}: {summary}"
             facts = {"verdict": verdict, "sha": sha, "attempt": run.attempt}
+            stages = self.ctx.config.reviewer.stages
+            if len(stages) > 1:
+                facts["stage"] = self.ctx.config.reviewer.stage(run.review_stage).name
+                detail += f" (stage {min(run.review_stage, len(stages) - 1) + 1} of {len(stages)}: {facts['stage']})"
             actor = shadow_reviewer.REVIEWER_NAME
             controller.record(ticket, events.VERDICT, detail, kind="report", actor=actor, data=facts)
         queries.review_ended(run.id)

@@ -26,7 +26,7 @@ class Reviews:
         """Start reviews of these runs' shas. True if any started or was settled as uncertain."""
         reviewer = self.ctx.config.reviewer
         runs = [run for run in runs if ("review", run.id) not in self.ctx.watcher.processes]
-        if (reviewer.command is None and reviewer.agent is None) or not runs or self.ctx.free_slots() <= 0:
+        if not reviewer.stages or not runs or self.ctx.free_slots() <= 0:
             return False
         runs = runs[: self.ctx.free_slots()]
         settled: list[WorkerRun] = []
@@ -47,6 +47,10 @@ class Reviews:
                     f"reviewing {sha} (attempt {run.attempt})",
                     {"attempt": run.attempt, "sha": run.done_sha},
                 )
+                if len(reviewer.stages) > 1:
+                    stage = min(run.review_stage, len(reviewer.stages) - 1)
+                    detail += f": stage {stage + 1} of {len(reviewer.stages)} ({reviewer.stages[stage].name})"
+                    facts["stage"] = reviewer.stages[stage].name
                 self.ctx.controller.record(run.ticket, events.REVIEW, detail, data=facts)
                 allowed.append(run)
             return allowed

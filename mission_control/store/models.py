@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any, cast
 
 import peewee as pw
@@ -200,6 +201,8 @@ class WorkerRun(BaseModel):
     applied_at = pw.DoubleField(null=True)
     review_pid = pw.IntegerField(null=True)
     review_starts = pw.IntegerField(default=0)
+    review_stage = pw.IntegerField(default=0)  # the review stage running or next (0: the first)
+    review_spent_usd = pw.DoubleField(null=True)  # what its passed review stages cost
     base_sha = Char(max_length=40, null=True)  # the branch head when the worker started
     review_proc_start = Char(max_length=32, default="")
     workdir = Text(null=True)  # where it ran (the ticket's worktree or scratch directory)
@@ -210,6 +213,13 @@ class WorkerRun(BaseModel):
     output_tokens = pw.IntegerField(null=True)
     turns = pw.IntegerField(null=True)
     leftovers = Text(null=True)  # uncommitted changes left beside a new commit (git status lines)
+
+    def review_output(self, stage: int | None = None) -> Path:
+        """Where the stdout of review stage ``stage`` (default: the run's current one) goes, beside the
+        worker's log: ``<attempt>.review.log`` for the first stage, ``<attempt>.review-<n>.log`` after."""
+        stage = self.review_stage if stage is None else stage
+        name = f"{self.attempt}.review.log" if stage == 0 else f"{self.attempt}.review-{stage + 1}.log"
+        return Path(self.log_path).with_name(name)
 
     class Meta:
         indexes = ((("ticket", "attempt"), True), (("outcome", "applied_at"), False))

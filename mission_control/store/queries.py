@@ -242,6 +242,19 @@ def review_ended(run_id: int) -> None:
     update_row(WorkerRun, run_id, review_pid=None)
 
 
+def advance_review_stage(run: WorkerRun, stage: int, cost: float | None) -> bool:
+    """The run's review stage ``stage`` passed: the next one is due (started afresh, its own start
+    count), and the stage's cost is added to the review's. Conditional on the stage, so it happens
+    once; False if it already did."""
+    spent = (run.review_spent_usd or 0.0) + (cost or 0.0)
+    changed = (
+        WorkerRun.update(review_stage=stage + 1, review_pid=None, review_starts=0, review_spent_usd=spent)
+        .where((WorkerRun.id == run.id) & (WorkerRun.review_stage == stage))
+        .execute()
+    )
+    return bool(changed)
+
+
 def count_review_start(run: WorkerRun) -> None:
     """One more start of the run's review (reviews that never finish must not loop)."""
     update_row(WorkerRun, run.id, review_starts=run.review_starts + 1)  # from the row as read: safe to re-run

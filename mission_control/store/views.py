@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import peewee as pw
@@ -158,7 +157,7 @@ def runs(ticket: Ticket) -> list[dict[str, Any]]:
                     "input_tokens": review.input_tokens,
                     "output_tokens": review.output_tokens,
                     "turns": review.turns,
-                    "log": str(Path(r.log_path).with_name(f"{r.attempt}.review.log")),
+                    "log": str(r.review_output()),
                     "done_sha": review.done_sha,
                     "ended_at": when(review.created_at),
                 }
@@ -235,12 +234,12 @@ def change_marker() -> tuple[Any, ...]:
 def live_outputs() -> list[str]:
     """The output files of the workers and reviewers running now, as MC recorded them."""
     reviewing = (WorkerRun.outcome == "done") & WorkerRun.applied_at.is_null()
-    query = WorkerRun.select(WorkerRun.log_path, WorkerRun.attempt, WorkerRun.outcome).where(
+    query = WorkerRun.select(WorkerRun.log_path, WorkerRun.attempt, WorkerRun.outcome, WorkerRun.review_stage).where(
         (WorkerRun.outcome == "running") | reviewing
     )
     return [
-        path if outcome == "running" else str(Path(path).with_name(f"{attempt}.review.log"))
-        for path, attempt, outcome in tuples(query)
+        path if outcome == "running" else str(WorkerRun(log_path=path, attempt=attempt).review_output(stage))
+        for path, attempt, outcome, stage in tuples(query)
     ]
 
 
@@ -250,7 +249,7 @@ def run_output_path(ticket: Ticket, attempt: int, kind: str) -> str | None:
     row = WorkerRun.get_or_none((WorkerRun.ticket == ticket.id) & (WorkerRun.attempt == attempt))
     if row is None:
         return None
-    return row.log_path if kind == "worker" else str(Path(row.log_path).with_name(f"{attempt}.review.log"))
+    return row.log_path if kind == "worker" else str(row.review_output())
 
 
 def events_after(cursor: int, limit: int = 500) -> list[dict[str, Any]]:
