@@ -246,3 +246,14 @@ def test_the_kill_switch_banner_says_who_and_why(page: Any, board: Board, mc: Mc
     mc.mc("killswitch", "on", "--reason", "deploy freeze")
     page.locator("#killswitch").wait_for(timeout=LIVE_WAIT_MS)
     assert "deploy freeze" in page.locator("#killswitch").inner_text()
+
+
+def test_stopping_the_board_with_live_pages_open_takes_seconds_not_forever(page: Any, board: Board, mc: McRoot) -> None:
+    mc.add("watched while the board stops")
+    page.goto(board.url + "/")
+    page.locator("#live").wait_for()
+    assert board.process is not None
+    started = time.monotonic()
+    board.process.terminate()  # what Ctrl-C or a service manager does
+    board.process.wait(timeout=15)
+    assert time.monotonic() - started < 10

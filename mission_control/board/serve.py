@@ -13,6 +13,9 @@ from mission_control.cli_support import UsageError
 from mission_control.config import Config
 
 
+GRACE_SECONDS = 2  # how long a stopping board lets open requests finish
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (an address or a name) is only reachable from this machine."""
     try:
@@ -45,6 +48,10 @@ def serve(config: Config, host: str, port: int, token: str | None) -> int:
         raise UsageError(f"--host {host} --port {port}: cannot listen there: {exc.strerror or exc}") from None
     shown = f"[{host}]" if ":" in host else host
     print(f"mc board: http://{shown}:{port}/ (read-only; Ctrl-C stops it)", file=sys.stderr, flush=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(config, token), log_level="warning", access_log=False))
+    # Open pages hold event streams forever: on Ctrl-C/SIGTERM give requests a moment, then close them.
+    settings = uvicorn.Config(
+        create_app(config, token), log_level="warning", access_log=False, timeout_graceful_shutdown=GRACE_SECONDS
+    )
+    server = uvicorn.Server(settings)
     server.run(sockets=[listener])
     return 0
