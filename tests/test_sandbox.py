@@ -103,7 +103,7 @@ def test_a_sandboxed_worker_leaves_no_process_behind(sandboxed: McRoot) -> None:
     key = sandboxed.add("leave a helper", "pass")
     sandboxed.run()
     assert (sandboxed.state / f"{key}.helper").exists()  # it did start one, detached with setsid
-    assert not any(_runs_sleep_30(pid) for pid in _pids())  # and it ended with the run
+    assert not any(_runs_helper(pid, sandboxed.state) for pid in _pids())  # and it ended with the run
     assert not (sandboxed.state / f"{key}.late").exists()
 
 
@@ -111,8 +111,11 @@ def _pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
-def _runs_sleep_30(pid: int) -> bool:
+def _runs_helper(pid: int, state: Path) -> bool:
+    """Whether ``pid`` is the hostile helper (its ``sh -c``, which names this test's state directory, or
+    its ``sleep 30`` exactly: a `sleep 300` elsewhere on the machine is not it)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\x0030")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+    return cmdline == b"sleep\x0030\x00" or (cmdline.startswith(b"sh\x00-c\x00") and str(state).encode() in cmdline)
