@@ -98,6 +98,13 @@ class ReviewerSettings(AgentSettings):
         """The stage at ``index`` (the last one past the end: a config reload may have removed stages)."""
         return self.stages[min(index, len(self.stages) - 1)] if self.stages else ReviewStage()
 
+    def stage_label(self, index: int) -> str:
+        """``stage 2 of 3 (tests)`` for a review with several stages; "" for one."""
+        if len(self.stages) < 2:
+            return ""
+        number = min(index, len(self.stages) - 1) + 1
+        return f"stage {number} of {len(self.stages)} ({self.stage(index).name})"
+
 
 @dataclass(frozen=True)
 class OperatorSettings:
@@ -179,41 +186,27 @@ def _agent_settings(
     """The settings worker profiles and review stages share: ``agent`` (a preset, or for a review stage
     ``tests``) or ``command`` (an argv template), the preset's pass-through settings, the timeout and the
     stall timeout."""
-    presets = ", ".join(kinds)
     agent = section.data.get("agent")
     if agent is not None:
-        agent = section.text("agent", None, "|".join(map(re.escape, kinds)), f"one of the agent presets ({presets})")
+        agent = section.text(
+            "agent", None, "|".join(map(re.escape, kinds)), f"one of the agent presets ({', '.join(kinds)})"
+        )
     command = section.text_list("command", None)
-    if agent == TESTS_STAGE:
-        if command is None:
-            raise section.error("command", "the test command to run, as an argv list (e.g. [pytest, -q])")
-        _check_template(section, "command", command, placeholders)
-        agent_settings = _agent_settings(Section({}, section.path, section.file), placeholders, timeout, False)
-        section.accept("executable", "model", "args", "allowed_tools")
-        for key in ("executable", "model", "args", "allowed_tools"):
-            if section.data.get(key) is not None:
-                raise section.error(key, "a setting of agent presets; a tests stage takes command, timeout and env")
-        env_section = section.mapping("env")
-        return {
-            **agent_settings,
-            "agent": agent,
-            "command": tuple(command),
-            "env": _env_pairs(env_section),
-            "timeout": section.number("timeout", timeout),
-            "stall_timeout": section.number("stall_timeout", DEFAULT_STALL_TIMEOUT),
-            "writable_paths": _absolute_paths(section, "writable_paths"),
-        }
-    if agent is not None and command is not None:
+    tests = agent == TESTS_STAGE  # a command whose verdict is its exit status: set up like one
+    if tests and command is None:
+        raise section.error("command", "the test command to run, as an argv list (e.g. [pytest, -q])")
+    if agent is not None and command is not None and not tests:
         raise section.error("command", "either agent or command, not both")
-    if agent is None:
+    if agent is None or tests:
         section.accept("agent")
         for key in ("executable", "model", "args", "allowed_tools"):
             if section.data.get(key) is not None:
-                raise section.error(key, f"a setting of agent presets ({presets}); with command, put it in the argv")
+                raise section.error(
+                    key, f"a setting of agent presets ({', '.join(AGENTS)}); with command, put it in the argv"
+                )
         if command is not None or required:
             _check_template(section, "command", command or [], placeholders)
-    env_section = section.mapping("env")
-    env = _env_pairs(env_section)
+    env = _env_pairs(section.mapping("env"))
     optional_text = {key: section.data.get(key) for key in ("executable", "model")}
     for key, value in optional_text.items():
         if value is not None:

@@ -71,7 +71,7 @@ def history(run: WorkerRun, budget: float | None = None) -> History:
         if agent_session is not None:
             session = agent_session or None  # "" marks a session the CLI no longer had
             break
-    spent = queries.session_spend(run.ticket_id, session, run.attempt)[0] if session else 0.0
+    spent = queries.session_spend(run.ticket_id, session, run.attempt)[0] if session and left is not None else 0.0
     return History(session, last_death, left, spent)
 
 

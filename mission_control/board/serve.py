@@ -12,7 +12,6 @@ from mission_control.board.app import create_app
 from mission_control.cli_support import UsageError
 from mission_control.config import Config
 
-
 GRACE_SECONDS = 2  # how long a stopping board lets open requests finish
 
 

@@ -14,16 +14,11 @@ from mission_control import ticket_runtime as rt
 from mission_control.loop.context import LoopContext
 from mission_control.loop.lease import Lease
 from mission_control.loop.recovery import Recovery
+from mission_control.store import database_problem
 from mission_control.store.connection import connection_lost, listen_fd, reconnect
 
 RECONNECT_FOR = 300.0  # seconds without a database before the controller stops (its runs are then recovered)
 LOST = (pw.OperationalError, pw.InterfaceError)
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an error's message (drivers add hints and context on later lines)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Outage:
@@ -48,7 +43,7 @@ class Outage:
         """The connection was lost (``exc``): reconnect and reconcile. Processes that exit meanwhile are
         added to ``unrecorded`` (the loop stores them next). Returns None when the controller can go on,
         or why it cannot (stopped meanwhile, or no database for ``RECONNECT_FOR`` seconds)."""
-        self.ctx.say(f"lost the database connection ({first_line(exc)}); runs go on, reconnecting")
+        self.ctx.say(f"lost the database connection ({database_problem(exc)}); runs go on, reconnecting")
         if self.wakeups is not None:
             self.ctx.watcher.unwatch_fd(self.wakeups)
             self.wakeups = None
@@ -64,11 +59,11 @@ class Outage:
                     raise
                 last = again
             if time.monotonic() >= give_up:
-                return f"the database has been unreachable for {RECONNECT_FOR:g} s ({first_line(last)})"
+                return f"the database has been unreachable for {RECONNECT_FOR:g} s ({database_problem(last)})"
             self.ctx.watcher.enforce_deadlines(self.ctx.clock())
             unrecorded.extend(self.ctx.watcher.wait(delay))
             delay = min(delay * 2, 5.0)
-        return f"stopped while the database was unreachable ({first_line(last)})"
+        return f"stopped while the database was unreachable ({database_problem(last)})"
 
     def reconcile(self, unrecorded: list[rt.Process]) -> None:
         """On a new connection: listen again, renew the lease (re-registering and letting go of what was

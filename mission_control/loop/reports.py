@@ -29,7 +29,7 @@ def own_share(run: WorkerRun, said: agents.AgentReport) -> dict[str, Any]:
     counted the session's earlier runs too: their stored shares are taken off, so every dollar is
     counted once (and what a run killed before its report spent lands on the next run of the session)."""
     cost, inputs, outputs = said.cost_usd, said.input_tokens, said.output_tokens
-    if said.session_totals and said.session:
+    if said.session_totals and said.session and run.attempt > 1:  # a first run has no earlier share
         paid, paid_in, paid_out = queries.session_spend(run.ticket_id, said.session, run.attempt)
         cost = None if cost is None else round(max(0.0, cost - paid), 6)
         inputs = None if inputs is None else max(0, inputs - paid_in)
@@ -165,10 +165,10 @@ class Reports:
             summary = short("; ".join(reasons) or "no reasons", 160)
             detail = f"{verdict} for {sha[:12]}: {summary}"
             facts = {"verdict": verdict, "sha": sha, "attempt": run.attempt}
-            stages = self.ctx.config.reviewer.stages
-            if len(stages) > 1:
-                facts["stage"] = self.ctx.config.reviewer.stage(run.review_stage).name
-                detail += f" (stage {min(run.review_stage, len(stages) - 1) + 1} of {len(stages)}: {facts['stage']})"
+            reviewer = self.ctx.config.reviewer
+            if reviewer.stage_label(run.review_stage):
+                facts["stage"] = reviewer.stage(run.review_stage).name
+                detail += f" ({reviewer.stage_label(run.review_stage)})"
             actor = shadow_reviewer.REVIEWER_NAME
             controller.record(ticket, events.VERDICT, detail, kind="report", actor=actor, data=facts)
         queries.review_ended(run.id)

@@ -47,10 +47,9 @@ class Reviews:
                     f"reviewing {sha} (attempt {run.attempt})",
                     {"attempt": run.attempt, "sha": run.done_sha},
                 )
-                if len(reviewer.stages) > 1:
-                    stage = min(run.review_stage, len(reviewer.stages) - 1)
-                    detail += f": stage {stage + 1} of {len(reviewer.stages)} ({reviewer.stages[stage].name})"
-                    facts["stage"] = reviewer.stages[stage].name
+                if reviewer.stage_label(run.review_stage):
+                    detail += f": {reviewer.stage_label(run.review_stage)}"
+                    facts["stage"] = reviewer.stage(run.review_stage).name
                 self.ctx.controller.record(run.ticket, events.REVIEW, detail, data=facts)
                 allowed.append(run)
             return allowed
