@@ -2,8 +2,9 @@
 
 A preset turns a profile (``agent: claude-code`` plus its pass-through settings) into the argv and
 environment of a worker or reviewer run, says how a later run resumes the conversation, and reads
-the run's machine-readable output into an :class:`AgentReport`. The prompt never goes into argv: the
-runtime feeds it on stdin. docs/agents.md lists the exact argv and why each part is there.
+the run's output into an :class:`AgentReport`. The prompt never goes into argv: the runtime feeds it
+on stdin (Aider reads it from the prompt file, named by a path Mission Control chose).
+docs/agents.md lists the exact argv of each preset and why each part is there.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -52,8 +54,65 @@ class AgentReport:
     # the store keeps each run's own share, the total less what earlier runs of the session were charged.
     session_totals: bool = False
 
+    def priced(self, price_per_mtok: tuple[float, float] | None) -> AgentReport:
+        """This report with its cost worked out from its tokens at ``price_per_mtok`` (USD per million
+        input and output tokens), where the CLI reported tokens but no cost."""
+        if self.cost_usd is not None or price_per_mtok is None or self.input_tokens is None:
+            return self
+        cost = ((self.input_tokens or 0) * price_per_mtok[0] + (self.output_tokens or 0) * price_per_mtok[1]) / 1e6
+        return replace(self, cost_usd=round(cost, 6))
 
-class ClaudeCode:
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Paths a preset's argv may name besides the profile's own settings, all chosen by Mission Control."""
+
+    git_dirs: tuple[Path, ...] = ()  # where a worker's commits go (the repository's and its worktree's git dirs)
+    state: Path | None = None  # the ticket's own agent state directory (Aider's chat history)
+    prompt: Path | None = None  # the prompt file (for a CLI that reads its message from a file)
+    schema: Path | None = None  # the verdict's JSON schema (for a CLI that reads it from a file)
+
+
+class Preset:
+    """What every preset says about its CLI; the subclasses build argv and read reports."""
+
+    name: ClassVar[str]
+    executable: ClassVar[str]
+    base_env: ClassVar[dict[str, str]] = {}
+    prompt_on_stdin: ClassVar[bool] = True  # otherwise the run reads the prompt file (RunPaths.prompt)
+    reviews: ClassVar[bool] = True  # it can judge a commit read-only with a structured verdict
+    needs_state: ClassVar[bool] = False  # it keeps per-ticket state outside the worktree (RunPaths.state)
+    # Files the CLI loads from its working directory that would let one run change how the next one runs
+    # (its settings, API base, shell hooks): hidden from the run in the sandbox.
+    worktree_config: ClassVar[tuple[str, ...]] = ()
+    scratch: ClassVar[tuple[str, ...]] = ()  # what it leaves in the worktree that is not work (caches)
+
+    def worker_argv(
+        self, settings: AgentSettings, resume: str | None, spend_cap: float | None = None, paths: RunPaths = RunPaths()
+    ) -> list[str]:
+        raise NotImplementedError
+
+    def reviewer_argv(self, settings: AgentSettings, paths: RunPaths = RunPaths()) -> list[str]:
+        raise NotImplementedError
+
+    def report(self, stdout_path: rt.Output) -> AgentReport:
+        raise NotImplementedError
+
+    def env(self, settings: AgentSettings) -> dict[str, str]:
+        """Environment for the CLI on top of the controller's (the profile's ``env`` wins)."""
+        return {**self.base_env, **dict(settings.env)}
+
+    def prepare_state(self, env: Mapping[str, str]) -> list[Path]:
+        """Where the CLI keeps its own state under the run's HOME, created if missing so a sandbox can
+        let the run write it."""
+        return []
+
+    def has_session(self, env: Mapping[str, str], session: str) -> bool:
+        """Whether the CLI still holds ``session`` (resuming one it lost fails the run)."""
+        return True
+
+
+class ClaudeCode(Preset):
     """Claude Code (npm ``@anthropic-ai/claude-code``) in print mode with streaming JSON output."""
 
     name: ClassVar[str] = "claude-code"
@@ -97,7 +156,9 @@ class ClaudeCode:
             argv += ["--model", settings.model]
         return argv
 
-    def worker_argv(self, settings: AgentSettings, resume: str | None, spend_cap: float | None = None) -> list[str]:
+    def worker_argv(
+        self, settings: AgentSettings, resume: str | None, spend_cap: float | None = None, paths: RunPaths = RunPaths()
+    ) -> list[str]:
         """The worker's argv: edits inside its working directory, git to stage and commit, and the
         profile's ``allowed_tools``; a later run of the ticket resumes the recorded session; with a
         spend budget, the CLI stops itself at ``spend_cap`` (it counts the whole session's spend)."""
@@ -109,7 +170,7 @@ class ClaudeCode:
             argv += ["--max-budget-usd", f"{spend_cap:.4f}"]
         return argv + list(settings.args)
 
-    def reviewer_argv(self, settings: AgentSettings) -> list[str]:
+    def reviewer_argv(self, settings: AgentSettings, paths: RunPaths = RunPaths()) -> list[str]:
         """The reviewer's argv: read-only tools (read files, git diff/show/log), nothing else is asked
         (``dontAsk`` denies the rest), and the verdict as structured output."""
         argv = [*self._common(settings), "--permission-mode", "dontAsk", "--tools", "Read,Grep,Glob,Bash"]
@@ -117,13 +178,8 @@ class ClaudeCode:
         argv += self._tail(settings, (*self.review_tools, *settings.allowed_tools))
         return argv + list(settings.args)
 
-    def env(self, settings: AgentSettings) -> dict[str, str]:
-        """Environment for the CLI on top of the controller's (the profile's ``env`` wins)."""
-        return {**self.base_env, **dict(settings.env)}
-
     def prepare_state(self, env: Mapping[str, str]) -> list[Path]:
-        """Where the CLI keeps its own state under the run's HOME, created if missing so a sandbox can
-        let the run write it: ``~/.claude`` (sessions, so later runs resume) and ``~/.claude.json``."""
+        """``~/.claude`` (sessions, so later runs resume) and ``~/.claude.json``."""
         home = Path(env.get("HOME") or Path.home())
         (home / ".claude").mkdir(mode=0o700, parents=True, exist_ok=True)
         settings = home / ".claude.json"
@@ -177,10 +233,209 @@ class ClaudeCode:
         )
 
 
-PRESETS: dict[str, ClaudeCode] = {ClaudeCode.name: ClaudeCode()}
+SESSION_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}")  # what a session id a CLI reported must look like
 
 
-def preset(settings: AgentSettings) -> ClaudeCode | None:
+def _toml(value: str) -> str:
+    """``value`` as a TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(value)
+
+
+class Codex(Preset):
+    """Codex (npm ``@openai/codex``), ``codex exec`` with JSON Lines events."""
+
+    name: ClassVar[str] = "codex"
+    executable: ClassVar[str] = "codex"
+
+    def _options(self, settings: AgentSettings, sandbox: str) -> list[str]:
+        # -c, not --sandbox: `codex exec resume` takes no --sandbox. Nobody is there to approve anything.
+        argv = ["--json", "-c", f"sandbox_mode={_toml(sandbox)}", "-c", 'approval_policy="never"']
+        if settings.model:
+            argv += ["--model", settings.model]
+        return argv
+
+    def worker_argv(
+        self, settings: AgentSettings, resume: str | None, spend_cap: float | None = None, paths: RunPaths = RunPaths()
+    ) -> list[str]:
+        """The worker's argv: commands sandboxed to the working directory and the repository's git
+        directory (Codex keeps ``.git`` read-only otherwise, so it could not commit), no network for
+        them, ``/tmp`` left out (``TMPDIR`` stays writable); a later run resumes the recorded session
+        (``codex exec resume <id>``). Codex has no spend cap of its own (``spend_cap`` is not used)."""
+        argv = [settings.executable or self.executable, "exec"]
+        if resume:
+            argv.append("resume")
+        argv += self._options(settings, "workspace-write")
+        if paths.git_dirs:
+            roots = ", ".join(_toml(str(path)) for path in paths.git_dirs)
+            argv += ["-c", f"sandbox_workspace_write.writable_roots=[{roots}]"]
+        argv += ["-c", "sandbox_workspace_write.exclude_slash_tmp=true", *settings.args]
+        return [*argv, resume, "-"] if resume else [*argv, "-"]
+
+    def reviewer_argv(self, settings: AgentSettings, paths: RunPaths = RunPaths()) -> list[str]:
+        """The reviewer's argv: a read-only sandbox, no session kept, the verdict as the final message
+        in the shape of ``paths.schema`` (``--output-schema``)."""
+        argv = [settings.executable or self.executable, "exec", *self._options(settings, "read-only"), "--ephemeral"]
+        if paths.schema is not None:
+            argv += ["--output-schema", str(paths.schema)]
+        return [*argv, *settings.args, "-"]
+
+    def _home(self, env: Mapping[str, str]) -> Path:
+        return Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex")
+
+    def prepare_state(self, env: Mapping[str, str]) -> list[Path]:
+        """``$CODEX_HOME`` (default ``~/.codex``): its sessions, logs and state databases."""
+        home = self._home(env)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return [home]
+
+    def has_session(self, env: Mapping[str, str], session: str) -> bool:
+        """Whether ``$CODEX_HOME/sessions`` still holds the session's rollout file."""
+        if not SESSION_ID.fullmatch(session):
+            return False
+        return any((self._home(env) / "sessions").glob(f"**/rollout-*{session}.jsonl"))
+
+    def report(self, stdout_path: rt.Output) -> AgentReport:
+        """Read the run's events: ``thread.started`` (the session), ``turn.completed`` (usage: the
+        session's running totals) or ``turn.failed``, and the last agent message (a reviewer's verdict)."""
+        head, tail = _read_ends(stdout_path)
+        session = next((e.get("thread_id") for e in _events(head) if e.get("type") == "thread.started"), None)
+        finished: dict[str, Any] | None = None
+        failure: dict[str, Any] | None = None
+        last_error, message = None, None
+        for event in _events(tail):
+            kind = event.get("type")
+            if kind == "turn.completed":
+                finished = event
+            elif kind == "turn.failed":
+                failure = event.get("error") if isinstance(event.get("error"), dict) else {}
+            elif kind == "error":
+                last_error = event.get("message")
+            elif kind == "item.completed" and _is_message(event.get("item")):
+                message = event["item"].get("text")
+        session = session if isinstance(session, str) and SESSION_ID.fullmatch(session) else None
+        if failure is not None:
+            words = _text(failure.get("message")) or _text(last_error) or "the turn failed"
+            return AgentReport(session=session, finished=True, is_error=True, error=" ".join(words.split())[:300])
+        if finished is None:
+            return AgentReport(session=session)
+        usage: dict[str, Any] = finished["usage"] if isinstance(finished.get("usage"), dict) else {}
+        structured = None
+        if isinstance(message, str):
+            with contextlib.suppress(ValueError):
+                structured = json.loads(message)
+        return AgentReport(
+            session=session,
+            finished=True,
+            input_tokens=_count(usage.get("input_tokens")),
+            output_tokens=_count(usage.get("output_tokens")),
+            session_totals=True,
+            structured=structured,
+        )
+
+
+AIDER_TOKENS = re.compile(r"^Tokens: (?P<counts>.*?)\.(?: Cost: \$(?P<cost>[0-9.]+) message\b.*)?$")
+AIDER_COUNT = re.compile(r"([0-9.]+)([kM]?) (sent|received|cache write|cache hit)")
+AIDER_ERROR = re.compile(r"^litellm\.\w+Error: ")
+
+
+class Aider(Preset):
+    """Aider (PyPI ``aider-chat``): one message from the prompt file, edits applied and auto-committed."""
+
+    name: ClassVar[str] = "aider"
+    executable: ClassVar[str] = "aider"
+    prompt_on_stdin: ClassVar[bool] = False
+    reviews: ClassVar[bool] = False  # it has no read-only mode and no structured output
+    needs_state: ClassVar[bool] = True
+    # Loaded from the git root with the run's own authority: .env even overrides the environment.
+    worktree_config: ClassVar[tuple[str, ...]] = (
+        ".env",
+        ".aider.conf.yml",
+        ".aider.model.settings.yml",
+        ".aider.model.metadata.json",
+    )
+    scratch: ClassVar[tuple[str, ...]] = (".aider.tags.cache.v",)  # its repo map's cache
+    # litellm would fetch its model price table from GitHub on import.
+    base_env: ClassVar[dict[str, str]] = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    offline: ClassVar[tuple[str, ...]] = (
+        "--no-check-update",
+        "--no-show-release-notes",
+        "--no-analytics",
+        "--no-detect-urls",
+        "--disable-playwright",
+        "--no-show-model-warnings",
+    )
+
+    def worker_argv(
+        self, settings: AgentSettings, resume: str | None, spend_cap: float | None = None, paths: RunPaths = RunPaths()
+    ) -> list[str]:
+        """The worker's argv: the prompt file as its one message, every confirmation answered yes, but
+        no shell commands, lint or test commands of its own; its edits auto-committed (without the
+        repository's hooks); chat history kept in the ticket's state directory, restored by a later
+        run. Aider has no spend cap of its own."""
+        if paths.prompt is None or paths.state is None:
+            raise ValueError("Aider needs the prompt file and the ticket's state directory")
+        argv = [settings.executable or self.executable, "--message-file", str(paths.prompt), "--yes-always"]
+        argv += ["--no-suggest-shell-commands", "--no-auto-lint", "--no-auto-test", "--auto-commits"]
+        argv += ["--no-git-commit-verify", "--no-gitignore", "--no-pretty", "--no-fancy-input", *self.offline]
+        argv += ["--chat-history-file", str(paths.state / "chat.history.md")]
+        argv += ["--input-history-file", str(paths.state / "input.history")]
+        argv.append("--restore-chat-history" if resume else "--no-restore-chat-history")
+        if settings.model:
+            argv += ["--model", settings.model]
+        return argv + list(settings.args)
+
+    def reviewer_argv(self, settings: AgentSettings, paths: RunPaths = RunPaths()) -> list[str]:
+        raise ValueError("Aider cannot review: it has no read-only mode")
+
+    def prepare_state(self, env: Mapping[str, str]) -> list[Path]:
+        """``~/.aider``: its caches and installation id."""
+        home = Path(env.get("HOME") or Path.home()) / ".aider"
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return [home]
+
+    def report(self, stdout_path: rt.Output) -> AgentReport:
+        """Read its printed lines: the banner (it ran, so its chat history is there to restore), each
+        ``Tokens: … sent, … received. Cost: $… message`` line, and an API error litellm gave up on."""
+        head, tail = _read_ends(stdout_path)
+        started = any(line.startswith(b"Aider v") for line in head.splitlines())
+        lines = tail.decode("utf-8", "replace").splitlines()
+        inputs = outputs = calls = 0
+        cost: float | None = None
+        error = ""
+        for index, line in enumerate(lines):
+            tokens = AIDER_TOKENS.match(line)
+            if tokens:
+                calls += 1
+                for number, unit, what in AIDER_COUNT.findall(tokens["counts"]):
+                    count = round(float(number) * {"": 1, "k": 1e3, "M": 1e6}[unit])
+                    outputs, inputs = (outputs + count, inputs) if what == "received" else (outputs, inputs + count)
+                if tokens["cost"]:
+                    cost = (cost or 0.0) + float(tokens["cost"])
+            elif AIDER_ERROR.match(line):
+                rest = []
+                for more in lines[index + 1 :]:  # the message goes on until a blank line (it wraps)
+                    if not more.strip():
+                        break
+                    rest.append(more.strip())
+                error = " ".join([line.strip(), *rest])[:300]
+        if not started:
+            return AgentReport()
+        return AgentReport(
+            session="chat",  # its chat history in the ticket's state directory
+            finished=not error,
+            is_error=bool(error),
+            error=error,
+            cost_usd=None if cost is None else round(cost, 6),
+            input_tokens=inputs if calls else None,
+            output_tokens=outputs if calls else None,
+            turns=calls or None,
+        )
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (ClaudeCode(), Codex(), Aider())}
+
+
+def preset(settings: AgentSettings) -> Preset | None:
     """The preset a profile names (``agent:``), or None for a plain ``command`` profile."""
     return PRESETS.get(settings.agent) if settings.agent else None  # `tests` stages have no agent CLI
 
@@ -211,6 +466,10 @@ def _events(data: bytes) -> list[dict[str, Any]]:
         if isinstance(event, dict):
             events.append(event)
     return events
+
+
+def _is_message(item: Any) -> bool:
+    return isinstance(item, dict) and item.get("type") == "agent_message"
 
 
 def _text(value: Any) -> str | None:

@@ -27,7 +27,9 @@ DEFAULT_CONFIG_TEXT = (Path(__file__).with_name("default_config.yaml")).read_tex
 # MC_PROMPT_FILE) or, for presets, on stdin. (docs/agents.md, "Ticket text and command templates".)
 WORKER_PLACEHOLDERS = frozenset({"ticket", "prompt_file", "repo", "session", "attempt"})
 REVIEWER_PLACEHOLDERS = frozenset({"ticket", "sha", "repo", "prompt_file"})
-AGENTS = ("claude-code",)  # the agent presets (mission_control.agents); profiles without one give `command`
+AGENTS = ("claude-code", "codex", "aider")  # the agent presets (mission_control.agents); else `command`
+REVIEW_AGENTS = ("claude-code", "codex")  # the presets that can review (read-only, structured verdict)
+EXECUTABLES = {"claude-code": "claude", "codex": "codex", "aider": "aider"}
 TESTS_STAGE = "tests"  # a review stage that runs a test command in a clean checkout (verdict from its exit)
 DEFAULT_STALL_TIMEOUT = 600.0
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -62,12 +64,13 @@ class AgentSettings:
     timeout: float = 3600.0
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     writable_paths: tuple[str, ...] = ()  # what a sandboxed run may write besides its worktree (absolute)
+    price_per_mtok: tuple[float, float] | None = None  # USD per million (input, output) tokens
 
     @property
     def program(self) -> str | None:
         """The executable this profile starts (for the start-up check), or None without one."""
         if self.agent is not None and self.agent != TESTS_STAGE:
-            return self.executable or {"claude-code": "claude"}[self.agent]
+            return self.executable or EXECUTABLES[self.agent]
         return self.command[0] if self.command else None
 
 
@@ -223,7 +226,23 @@ def _agent_settings(
         "timeout": section.number("timeout", timeout),
         "stall_timeout": section.number("stall_timeout", DEFAULT_STALL_TIMEOUT),
         "writable_paths": _absolute_paths(section, "writable_paths"),
+        "price_per_mtok": _prices(section),
     }
+
+
+def _prices(section: Section) -> tuple[float, float] | None:
+    """``price_per_mtok: {input: USD, output: USD}``: what a million tokens cost, for a CLI that reports
+    tokens but no cost."""
+    if section.data.get("price_per_mtok") is None:
+        section.accept("price_per_mtok")
+        return None
+    prices = section.mapping("price_per_mtok")
+    for key in ("input", "output"):
+        if prices.data.get(key) is None:
+            raise prices.error(key, "US dollars per million tokens (a number)")
+    pair = tuple(prices.number(key, 0.0, strict=False, unit="US dollars") for key in ("input", "output"))
+    prices.finish()
+    return pair[0], pair[1]
 
 
 def _env_pairs(env_section: Section) -> tuple[tuple[str, str], ...]:
@@ -266,7 +285,7 @@ def _review_stages(top: Section, env: Mapping[str, str]) -> ReviewerSettings:
 
 def _stage(section: Section, required: bool) -> ReviewStage:
     settings = _agent_settings(
-        section, REVIEWER_PLACEHOLDERS, timeout=600, required=required, kinds=(*AGENTS, TESTS_STAGE)
+        section, REVIEWER_PLACEHOLDERS, timeout=600, required=required, kinds=(*REVIEW_AGENTS, TESTS_STAGE)
     )
     name = settings["agent"] or "command"
     return ReviewStage(**settings, name=name)

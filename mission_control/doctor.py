@@ -36,9 +36,16 @@ def resolve(program: str) -> str | None:
     return shutil.which(program)
 
 
+INSTALL = {
+    "claude-code": "npm install -g @anthropic-ai/claude-code",
+    "codex": "npm install -g @openai/codex",
+    "aider": "python -m pip install aider-install && aider-install, or pipx install aider-chat",
+}
+
+
 def _install_hint(settings: AgentSettings) -> str:
-    if settings.agent == "claude-code":
-        return "install it (npm install -g @anthropic-ai/claude-code) or set executable: to its path"
+    if settings.agent in INSTALL:
+        return f"install it ({INSTALL[settings.agent]}) or set executable: to its path"
     return "install it or fix the command"
 
 

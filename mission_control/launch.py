@@ -81,7 +81,7 @@ CONTROLLER_ONLY = frozenset(
 )
 
 
-def _env(settings: AgentSettings, preset: agents.ClaudeCode | None, values: dict[str, str]) -> dict[str, str]:
+def _env(settings: AgentSettings, preset: agents.Preset | None, values: dict[str, str]) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if k not in CONTROLLER_ONLY and not k.startswith("PG")}
     extra = preset.env(settings) if preset else dict(settings.env)
     return {**base, **extra, **values}
@@ -91,7 +91,7 @@ def _sandboxed(
     config: Config,
     key: str,
     launch: Launch,
-    preset: agents.ClaudeCode | None,
+    preset: agents.Preset | None,
     settings: AgentSettings,
     repo: str | None,
     readable: tuple[Path, ...],
@@ -108,6 +108,10 @@ def _sandboxed(
     readable = (*readable, *repo_readable)
     tmp = worktrees.run_tmp(config.root, key)
     state = preset.prepare_state(launch.env) if preset is not None else []
+    if preset is not None and preset.needs_state:
+        state.append(worktrees.agent_state(config.root, key))
+    # Files in the worktree the CLI would load as its own settings: a run must not set up the next one.
+    planted = [launch.cwd / name for name in preset.worktree_config] if preset is not None else []
     store = Path(config.database)
     outside = config.is_sqlite and not store.is_relative_to(config.root)
     hidden_files = tuple(Path(f"{store}{suffix}") for suffix in ("", "-wal", "-shm")) if outside else ()
@@ -115,7 +119,7 @@ def _sandboxed(
         writable=(*writable, tmp, *state, *(Path(p) for p in settings.writable_paths)),
         readable=readable,
         hidden=(config.root,),
-        hidden_files=hidden_files,
+        hidden_files=(*hidden_files, *(path for path in planted if path.is_file() and not path.is_symlink())),
     )
     argv = sandbox.wrap(launch.argv, launch.cwd, mounts)
     return replace(launch, argv=argv, env={**launch.env, "TMPDIR": str(tmp)})
@@ -158,22 +162,30 @@ def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: His
         "MC_ATTEMPT": str(run.attempt),
         "MC_RUN_ID": f"{db_id}:{run.id}",
     }
+    run_env = _env(profile, preset, env)
+    on_stdin = preset is not None and preset.prompt_on_stdin
     if preset is not None:
-        argv = preset.worker_argv(profile, resume=past.session, spend_cap=past.spend_cap())
+        resume = past.session if past.session and preset.has_session(run_env, past.session) else None
+        paths = agents.RunPaths(
+            git_dirs=worktrees.git_dirs(workspace.path) if workspace.branch else (),
+            state=worktrees.agent_state(config.root, ticket.key) if preset.needs_state else None,
+            prompt=prompt_file,
+        )
+        argv = preset.worker_argv(profile, resume=resume, spend_cap=past.spend_cap(), paths=paths)
     else:
         argv = prompts.render(profile.command or (), values)
     plan = Launch(
         argv,
-        _env(profile, preset, env),
+        run_env,
         workspace.path,
         Path(run.log_path),
         logs / f"{run.attempt}.err",
-        prompt_file if preset is not None else None,
+        prompt_file if on_stdin else None,
         profile.timeout,
         profile.stall_timeout,
         workspace,
     )
-    readable = () if preset is not None else (prompt_file,)  # a preset reads its prompt on stdin
+    readable = () if on_stdin else (prompt_file,)
     return _sandboxed(config, ticket.key, plan, preset, profile, ticket.repo, readable, worker=True)
 
 
@@ -263,11 +275,12 @@ def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch
         "MC_PROMPT_FILE": str(worker_prompt),
         "MC_REVIEW_ID": f"{db_id}:{run.id}",
     }
-    stdin = None
+    stdin, schema = None, logs / f"{run.attempt}.verdict-schema.json"
     if preset is not None:
         stdin = logs / f"{run.attempt}.review.md"
         rt.write_private(stdin, review_prompt(ticket, sha, run.base_sha))
-        argv = preset.reviewer_argv(settings)
+        rt.write_private(schema, json.dumps(agents.VERDICT_SCHEMA))
+        argv = preset.reviewer_argv(settings, agents.RunPaths(schema=schema))
     else:
         argv = prompts.render(settings.command or (), values)
         if settings.agent == TESTS_STAGE:
@@ -283,7 +296,8 @@ def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch
         settings.stall_timeout,
         Workspace(cwd, None, sha, repo),
     )
-    return _sandboxed(config, ticket.key, plan, preset, settings, repo, (cwd, worker_prompt), worker=False)
+    readable = (cwd, worker_prompt, schema) if preset is not None else (cwd, worker_prompt)
+    return _sandboxed(config, ticket.key, plan, preset, settings, repo, readable, worker=False)
 
 
 def start(kind: str, run: WorkerRun, launch: Launch) -> rt.Process:

@@ -62,7 +62,7 @@ def worker(
     preset = agents.preset(profile)
     source = process.stdout if process is not None else stdout
     if preset:
-        outcome = _preset_worker(preset, source, workspace, process, confine)
+        outcome = _preset_worker(preset, profile, source, workspace, process, confine)
     else:
         outcome = _command_worker(source, process)
     if outcome.death is not None:
@@ -85,13 +85,14 @@ def _command_worker(stdout: rt.Output, process: rt.Process | None) -> WorkerOutc
 
 
 def _preset_worker(
-    preset: agents.ClaudeCode,
+    preset: agents.Preset,
+    profile: AgentSettings,
     stdout: rt.Output,
     workspace: Workspace,
     process: rt.Process | None,
     confine: Callable[[list[str]], list[str]] | None,
 ) -> WorkerOutcome:
-    said = preset.report(stdout)
+    said = preset.report(stdout).priced(profile.price_per_mtok)
     outcome = WorkerOutcome(agent=said)
     code = process.exit_code if process else None
     if process is not None and (process.stopped or process.signal is not None):
@@ -105,7 +106,7 @@ def _preset_worker(
         outcome.death = Death.of(why, code)
     else:
         outcome.sha = worktrees.new_commit(workspace)
-        left = worktrees.leftovers(workspace, confine)
+        left = [line for line in worktrees.leftovers(workspace, confine) if not _scratch(preset, line)]
         if outcome.sha is not None:
             outcome.leftovers = left
         else:
@@ -114,6 +115,11 @@ def _preset_worker(
                 reason += f" ({len(left)} uncommitted change{'s' if len(left) != 1 else ''} left in the worktree)"
             outcome.death = Death.of(reason, code)
     return outcome
+
+
+def _scratch(preset: agents.Preset, status_line: str) -> bool:
+    """Whether a ``git status --porcelain`` line is the preset's own cache, not work left behind."""
+    return status_line.startswith("?? ") and status_line[3:].startswith(preset.scratch)
 
 
 def read_review(
@@ -126,7 +132,7 @@ def read_review(
     preset = agents.preset(settings)
     if preset is None:
         return shadow_reviewer.parse_verdict(stdout), AgentReport()
-    said = preset.report(stdout)
+    said = preset.report(stdout).priced(settings.price_per_mtok)
     return (None if said.is_error else shadow_reviewer.clean_verdict(said.structured)), said
 
 

@@ -71,11 +71,27 @@ def git_dir(repo: str | Path) -> Path | None:
     return Path(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip() else None
 
 
+def git_dirs(workdir: str | Path) -> tuple[Path, ...]:
+    """Where commits made in ``workdir`` write: the repository's git directory and, for a worktree,
+    the worktree's own (its index and HEAD); empty when it is not a git work tree."""
+    result = git(workdir, "rev-parse", "--path-format=absolute", "--git-common-dir", "--git-dir")
+    if result.returncode != 0:
+        return ()
+    return tuple(dict.fromkeys(Path(line) for line in result.stdout.splitlines() if line.strip()))
+
+
 def run_tmp(root: Path, key: str) -> Path:
     """A sandboxed run's private temporary directory (``TMPDIR``), emptied for each run."""
     path = root / "worktrees" / f"{key}.tmp"
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(mode=0o700, parents=True)
+    return path
+
+
+def agent_state(root: Path, key: str) -> Path:
+    """The ticket's own agent state directory (Aider's chat history), kept across its runs."""
+    path = root / "worktrees" / f"{key}.agent"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 
@@ -168,6 +184,7 @@ def leftovers(workspace: Workspace, confine: Callable[[list[str]], list[str]] | 
 def remove(root: Path, key: str, repo: str | None) -> bool:
     """Remove a done ticket's worktree, keeping its branch; a scratch directory holds the only copy of
     its work and is kept. True if something was removed."""
+    shutil.rmtree(root / "worktrees" / f"{key}.agent", ignore_errors=True)  # the agent's chat history
     path = ticket_path(root, key)
     if repo is None or not path.exists():
         return False

@@ -1,19 +1,23 @@
-"""The real agent CLIs the end-to-end tests run, installed from the npm registry at the versions
-pinned in ``tests/agent-clis/package.json``, into a cache directory (``$MC_TEST_CACHE``, default
-``~/.cache/mc-tests``). ``python tests/agent_clis.py`` installs them (``.ci/run`` does)."""
+"""The real agent CLIs the end-to-end tests run, at pinned versions, installed into a cache directory
+(``$MC_TEST_CACHE``, default ``~/.cache/mc-tests``): Claude Code and Codex from the npm registry
+(``tests/agent-clis/package.json``), Aider from PyPI into a virtualenv of its own, since it pins its
+own dependencies (``tests/agent-clis/aider-requirements.txt``). ``python tests/agent_clis.py``
+installs them all (``.ci/run`` does)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).with_name("agent-clis") / "package.json"
+AIDER_REQUIREMENTS = Path(__file__).with_name("agent-clis") / "aider-requirements.txt"
 PINNED: dict[str, str] = json.loads(PACKAGE.read_text(encoding="utf-8"))["dependencies"]
-BINARIES = {"claude": "@anthropic-ai/claude-code"}
+BINARIES = {"claude": "@anthropic-ai/claude-code", "codex": "@openai/codex"}
 
 
 def cache_dir() -> Path:
@@ -23,7 +27,16 @@ def cache_dir() -> Path:
 
 def binary(name: str) -> Path:
     """Where the installed CLI ``name`` is (it may not be there yet)."""
+    if name == "aider":
+        return cache_dir() / "aider-venv" / "bin" / "aider"
     return cache_dir() / "node_modules" / ".bin" / name
+
+
+def pinned(name: str) -> str:
+    """The version of CLI ``name`` the tests run."""
+    if name == "aider":
+        return AIDER_REQUIREMENTS.read_text(encoding="utf-8").split("==")[1].strip()
+    return PINNED[BINARIES[name]]
 
 
 def installed_version(name: str) -> str | None:
@@ -34,14 +47,17 @@ def installed_version(name: str) -> str | None:
         out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.split()[0] if out.returncode == 0 and out.stdout.split() else None
+    found = re.search(r"\d+\.\d+\.\d+\S*", out.stdout) if out.returncode == 0 else None
+    return found.group(0) if found else None  # "2.1.330 (Claude Code)", "codex-cli 0.171.0"
 
 
 def ensure(name: str) -> tuple[Path | None, str]:
     """Install the pinned CLI ``name`` if it is not there at its version; (path, "") or (None, why)."""
-    want = PINNED[BINARIES[name]]
+    want = pinned(name)
     if installed_version(name) == want:
         return binary(name), ""
+    if name == "aider":
+        return _install_aider(want)
     npm = shutil.which("npm")
     if npm is None:
         return None, "npm is not installed"
@@ -67,10 +83,33 @@ def ensure(name: str) -> tuple[Path | None, str]:
     return binary(name), ""
 
 
+def _install_aider(want: str) -> tuple[Path | None, str]:
+    venv = cache_dir() / "aider-venv"
+    try:
+        if not (venv / "bin" / "pip").exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, capture_output=True)
+        result = subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", "-r", str(AIDER_REQUIREMENTS)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"could not make Aider's virtualenv: {exc}"
+    if result.returncode != 0:
+        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["?"]
+        return None, f"pip install aider-chat failed: {last[0]}"
+    got = installed_version("aider")
+    if got != want:
+        return None, f"aider-chat installed, but `aider --version` says {got!r}, not {want}"
+    return binary("aider"), ""
+
+
 if __name__ == "__main__":
-    for cli in BINARIES:
+    for cli in (*BINARIES, "aider"):
         path, why = ensure(cli)
         if path is None:
             print(f"agent_clis: {cli}: {why}", file=sys.stderr)
             sys.exit(1)
-        print(f"agent_clis: {cli} {PINNED[BINARIES[cli]]} at {path}")
+        print(f"agent_clis: {cli} {pinned(cli)} at {path}")

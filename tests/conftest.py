@@ -206,20 +206,33 @@ def mc_root(tmp_path: Path, store: str) -> McRoot:
 AGENT_SKIPPED: list[str] = []
 
 
+def _agent_cli(name: str, what: str, needs: str) -> str:
+    import agent_clis
+
+    path, why = agent_clis.ensure(name)
+    if path is None:
+        message = f"{what} tests skipped: {why}; {needs} (or run `python tests/agent_clis.py`) to enable them"
+        skip_or_fail(message, AGENT_SKIPPED)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def claude_cli() -> str:
     """The path of the real Claude Code CLI at its pinned version (installed with npm into the test
     cache on first use). Without npm or the registry the test is skipped; under CI it fails."""
-    import agent_clis
+    return _agent_cli("claude", "Claude Code", "install Node.js with npm and reach the npm registry")
 
-    path, why = agent_clis.ensure("claude")
-    if path is None:
-        message = (
-            f"Claude Code tests skipped: {why}; install Node.js with npm and reach the npm registry "
-            "(or run `python tests/agent_clis.py`) to enable them"
-        )
-        skip_or_fail(message, AGENT_SKIPPED)
-    return str(path)
+
+@pytest.fixture(scope="session")
+def codex_cli() -> str:
+    """The real Codex CLI at its pinned version (npm, like Claude Code)."""
+    return _agent_cli("codex", "Codex", "install Node.js with npm and reach the npm registry")
+
+
+@pytest.fixture(scope="session")
+def aider_cli() -> str:
+    """The real Aider at its pinned version, in a virtualenv of its own (PyPI)."""
+    return _agent_cli("aider", "Aider", "reach the PyPI registry")
 
 
 @pytest.fixture
@@ -258,19 +271,45 @@ def make_repo(path: Path) -> Path:
     return path
 
 
-class AgentRoot(McRoot):
-    """An MC root whose worker and reviewer are the real Claude Code CLI, talking to the scripted
-    model server, with a HOME of its own (where the CLI keeps its sessions)."""
+SCRIPTED_MODEL = {"codex": "scripted", "aider": "openai/scripted"}
 
-    def __init__(self, path: Path, cli: str, server: Any, database: str = "mc.db", **overrides: Any) -> None:
+
+def agent_profile(agent: str, cli: str, server: Any) -> dict[str, Any]:
+    """A profile running the real ``agent`` CLI at ``cli`` against the scripted model ``server``."""
+    profile: dict[str, Any] = {"agent": agent, "executable": cli, "timeout": 120, "stall_timeout": 60}
+    if agent in SCRIPTED_MODEL:
+        profile["model"] = SCRIPTED_MODEL[agent]
+        profile["price_per_mtok"] = {"input": 2.0, "output": 10.0}
+    if agent == "codex":  # a provider of its own pointing at the server (the user's would be in ~/.codex)
+        url = server.openai_url
+        provider = f'{{name="scripted", base_url="{url}", env_key="OPENAI_API_KEY", wire_api="responses"}}'
+        profile["args"] = ["-c", f"model_providers.scripted={provider}", "-c", "model_provider=scripted"]
+    return profile
+
+
+class AgentRoot(McRoot):
+    """An MC root whose worker and reviewer are a real agent CLI (Claude Code unless ``agent`` says
+    otherwise; Aider cannot review, so its reviewer is Codex at ``reviewer_cli``), talking to the
+    scripted model server, with a HOME of its own (where the CLI keeps its sessions)."""
+
+    def __init__(
+        self,
+        path: Path,
+        cli: str,
+        server: Any,
+        database: str = "mc.db",
+        agent: str = "claude-code",
+        reviewer: dict[str, Any] | None = None,
+        **overrides: Any,
+    ) -> None:
         self.cli, self.server = cli, server
         self.home = path.with_name(f"{path.name}-home")  # the user's HOME: outside the MC root
         self.home.mkdir(parents=True)
-        preset = {"agent": "claude-code", "executable": cli, "timeout": 120, "stall_timeout": 60}
+        preset = agent_profile(agent, cli, server)
         settings: dict[str, Any] = {
             "database": database,
             "workers": {"default": dict(preset)},
-            "reviewer": {"enabled": True, **preset},
+            "reviewer": {"enabled": True, **(reviewer or preset)},
             "plugins": {**{name: {"enabled": True} for name in BUILTINS}, "circuit_breaker": {"enabled": False}},
         }
         settings.update(overrides)
@@ -281,6 +320,8 @@ class AgentRoot(McRoot):
             HOME=str(self.home),
             ANTHROPIC_BASE_URL=self.server.url,
             ANTHROPIC_API_KEY="sk-ant-test",
+            OPENAI_API_BASE=self.server.openai_url,  # Aider's
+            OPENAI_API_KEY="sk-test",
             **GIT_IDENTITY,
             **extra,
         )
