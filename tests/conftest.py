@@ -305,6 +305,9 @@ class AgentRoot(McRoot):
         self.cli, self.server = cli, server
         self.home = path.with_name(f"{path.name}-home")  # the user's HOME: outside the MC root
         self.home.mkdir(parents=True)
+        # A user's git identity, as any user of these CLIs has (Aider writes a placeholder into the repo's
+        # .git/config without one; the sandbox keeps that read-only).
+        (self.home / ".gitconfig").write_text("[user]\n\tname = Test Agent\n\temail = agent@mc.invalid\n")
         preset = agent_profile(agent, cli, server)
         settings: dict[str, Any] = {
             "database": database,

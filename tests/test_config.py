@@ -84,6 +84,15 @@ def test_default_config_loads_with_documented_values(tmp_path: Path) -> None:
             "workers: {default: {agent: claude-code, max_cost_usd: -1}}\n",
             "workers.default.max_cost_usd: expected a number > 0 (US dollars)",
         ),
+        (
+            "workers: {default: {agent: codex, price_per_mtok: {input: 2}}}\n",
+            "workers.default.price_per_mtok.output: expected US dollars per million tokens",
+        ),
+        (
+            "workers: {default: {agent: codex, price_per_mtok: {input: 2, output: -1}}}\n",
+            "workers.default.price_per_mtok.output: expected a number >= 0 (US dollars)",
+        ),
+        ("reviewer: {agent: aider}\n", "reviewer.agent: expected one of the agent presets (claude-code, codex, tests)"),
         ("board: {token: 12}\n", "board.token: expected 16 to 256 printable characters"),
         ("board: {tokn: abcdefghijklmnopq}\n", "board.tokn: expected one of the known keys (token)"),
         ("plugins: {review_loop: {enabled: maybe}}\n", "plugins.review_loop.enabled: expected true or false"),
@@ -100,6 +109,18 @@ def test_each_wrong_key_type_or_value_is_one_line_naming_file_and_key(tmp_path: 
     assert message.startswith(f"{path}: ")
     assert expected in message
     assert "\n" not in message
+
+
+def test_codex_and_aider_profiles_load_with_their_token_prices(tmp_path: Path) -> None:
+    text = (
+        "workers:\n  default: {agent: codex, model: gpt-5, price_per_mtok: {input: 1.25, output: 10}}\n"
+        "  small: {agent: aider, model: openai/gpt-4o-mini}\n"
+        "reviewer: {agent: codex}\n"
+    )
+    config = load_config(write(tmp_path, text), env={})
+    assert config.workers["default"].price_per_mtok == (1.25, 10.0)
+    assert (config.workers["small"].program, config.workers["small"].price_per_mtok) == ("aider", None)
+    assert config.reviewer.stage(0).agent == "codex"
 
 
 def test_yaml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
