@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from model_server import ModelServer, error, text, tool
+from model_server import ModelServer, bash, error, text, tool, write
 
 
 def post(server: ModelServer, body: dict[str, Any]) -> tuple[int, bytes]:
@@ -64,3 +64,56 @@ def test_requests_nothing_matches_are_answered_and_listed(model_server: ModelSer
     model_server.script([text("only for B")], match="ticket B")
     assert post(model_server, ask("ticket C"))[0] == 200
     assert [r.user_text for r in model_server.unscripted] == ["ticket C"]
+
+
+def post_to(server: ModelServer, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        server.url + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def sse_data(body: bytes) -> list[Any]:
+    return [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: {")]
+
+
+def test_the_responses_api_streams_a_bash_step_as_codexs_exec_command(model_server: ModelServer) -> None:
+    model_server.script([bash("git status")], match="ticket A")
+    ask = {
+        "model": "m",
+        "stream": True,
+        "tools": [{"type": "function", "name": "exec_command"}],
+        "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "ticket A"}]}],
+    }
+    status, body = post_to(model_server, "/v1/responses", ask)
+    events = sse_data(body)
+    assert status == 200 and events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
+    call = events[-1]["response"]["output"][0]
+    assert (call["type"], call["name"], json.loads(call["arguments"])) == (
+        "function_call",
+        "exec_command",
+        {"cmd": "git status"},
+    )
+    assert model_server.requests[0].user_text == "ticket A"
+
+
+def test_chat_completions_answer_a_write_step_with_a_whole_file_listing(model_server: ModelServer) -> None:
+    model_server.script([write("a.txt", "hi\n")], match="ticket B")
+    ask = {
+        "model": "m",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "ticket B"}],
+    }
+    status, body = post_to(model_server, "/v1/chat/completions", ask)
+    answer = json.loads(body)
+    assert status == 200 and answer["choices"][0]["message"]["content"] == "a.txt\n```\nhi\n```\n"
+    assert answer["usage"] == {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}
+
+
+def test_an_openai_error_step_answers_in_openais_error_form(model_server: ModelServer) -> None:
+    model_server.script([error(401, "invalid_api_key", "bad key")])
+    code, body = post_to(model_server, "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})
+    assert code == 401 and json.loads(body)["error"]["message"] == "bad key"

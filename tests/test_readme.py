@@ -73,3 +73,20 @@ def test_a_missing_required_plugin_setting_is_a_one_line_error(tmp_path: Path) -
     config, result = mc_plugins_with_readme_plugin(tmp_path, '{channel: "#ops"}')
     assert result.returncode == 2
     assert result.stderr.strip() == f"mc: {config}: plugins.acme_notify:AcmeNotify.outbox: expected a string (required)"
+
+
+def test_every_agent_config_in_the_readme_loads(tmp_path: Path) -> None:
+    import re
+
+    from mission_control.config import load_config
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith(("workers:", "reviewer:"))]
+    assert len(blocks) >= 4  # one per agent, and the stages-and-budget example
+    agents = set()
+    for index, block in enumerate(blocks):
+        path = tmp_path / f"config{index}.yaml"
+        path.write_text(block, encoding="utf-8")
+        config = load_config(path, env={})
+        agents.add(config.workers["default"].agent)
+    assert agents == {"claude-code", "codex", "aider"}
