@@ -123,3 +123,31 @@ def test_an_older_schema_says_to_migrate_before_anything_runs(tmp_path: Path) ->
     result = mc.mc("ticket", "list", check=False)
     assert result.returncode == 2 and "the schema is older than this mc" in result.stderr
     assert "run `mc init` to migrate it" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_init_on_a_store_in_use_takes_no_table_locks(tmp_path: Path, fresh_postgres: str) -> None:
+    """`mc init` beside running controllers: with the schema complete it creates nothing, so it neither
+    waits for their transactions nor deadlocks with them (it used to lock every table for its
+    CREATE INDEX IF NOT EXISTS)."""
+    import psycopg2
+
+    mc = McRoot(tmp_path / "root", database=fresh_postgres)
+    mc.mc("ticket", "add", "busy")
+    controller = psycopg2.connect(fresh_postgres)
+    with controller.cursor() as cur:  # a controller's open write transaction on the ticket table
+        cur.execute("UPDATE ticket SET updated_at = updated_at")
+    try:
+        assert mc.mc("init", timeout=20).returncode == 0
+    finally:
+        controller.rollback()
+        controller.close()
+
+
+def test_init_restores_a_missing_index(tmp_path: Path) -> None:
+    mc = McRoot(tmp_path / "root")
+    db = sqlite3.connect(mc.path / "mc.db")
+    db.execute("DROP INDEX ticket_status")
+    db.commit()
+    mc.mc("init")
+    names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "ticket_status" in names

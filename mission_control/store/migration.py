@@ -10,6 +10,7 @@ from playhouse.migrate import PostgresqlMigrator, SchemaMigrator, SqliteMigrator
 
 from mission_control.store import StoreError
 from mission_control.store.models import MODELS, Meta, Ticket, db
+from mission_control.store.transactions import write
 
 
 def schema_gaps() -> list[str]:
@@ -77,8 +78,24 @@ def init_schema() -> list[str]:
         finally:
             if sqlite:
                 real.pragma("foreign_keys", 1)
-    with db.atomic():
-        db.create_tables(MODELS, safe=True)
-        Meta.insert(key="db_id", value=uuid.uuid4().hex).on_conflict_ignore().execute()
-        Meta.insert(key="schema_version", value="1").on_conflict_ignore().execute()
+    write(_create_missing)
     return added
+
+
+def _create_missing() -> None:
+    """Create the tables and indexes that are missing, and nothing else: on a store that controllers are
+    using, ``CREATE INDEX IF NOT EXISTS`` on every table would lock them all in one transaction (a
+    deadlock with a running controller, seen on PostgreSQL)."""
+    real = db.obj
+    tables = set(real.get_tables())
+    db.create_tables([m for m in MODELS if m._meta.table_name not in tables], safe=True)
+    for model in MODELS:
+        table = model._meta.table_name
+        if table not in tables:
+            continue
+        present = {index.name for index in real.get_indexes(table)}
+        for index in model._meta.fields_to_index():
+            if index._name not in present:
+                db.execute(model._schema._create_index(index, safe=True))  # type: ignore[attr-defined]
+    Meta.insert(key="db_id", value=uuid.uuid4().hex).on_conflict_ignore().execute()
+    Meta.insert(key="schema_version", value="1").on_conflict_ignore().execute()
