@@ -87,7 +87,8 @@ def test_a_wrong_review_stage_is_one_line_naming_it(tmp_path: Path, reviewer: An
 def test_tests_is_a_review_stage_not_a_worker(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps({"workers": {"default": {"agent": "tests", "command": ["pytest"]}}}), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"workers.default.agent: expected one of the agent presets \(claude-code, codex, aider\)"):
+    expected = r"workers.default.agent: expected one of the agent presets \(claude-code, codex, aider\)"
+    with pytest.raises(ConfigError, match=expected):
         load_config(path, env={})
 
 
