@@ -163,7 +163,7 @@ def throughput(
         "target": ">= 0.85",
         "cpu_ms_per_ticket": stats["cpu_s"] * 1000 / tickets,
         "statements_per_ticket": stats["statements_total"] / tickets,
-        "transactions_per_ticket": stats["commits"] / tickets,
+        "transactions_per_ticket": stats["transactions"] / tickets,
         "statements": stats["statements"],
     }
 

@@ -9,13 +9,21 @@ from typing import Any
 
 from peewee import fn
 
+from mission_control.store import prepared
 from mission_control.store.models import Escalation, Event, ShadowReview
+from mission_control.store.prepared import columns, load
 
 
 def review_for(ticket_id: int, sha: str) -> ShadowReview | None:
     """The latest shadow review of ``sha`` for the ticket, or None."""
-    query = ShadowReview.select().where((ShadowReview.ticket == ticket_id) & (ShadowReview.done_sha == sha))
-    return query.order_by(ShadowReview.id.desc()).first()
+
+    def build(p: Any) -> Any:
+        query = ShadowReview.select(*columns(ShadowReview))
+        query = query.where((ShadowReview.ticket == p.ticket) & (ShadowReview.done_sha == p.sha))
+        return query.order_by(ShadowReview.id.desc()).limit(1)
+
+    found = prepared.rows("review_for", build, ticket=ticket_id, sha=sha)
+    return load(ShadowReview, found[0]) if found else None
 
 
 def reviews(ticket_id: int) -> list[ShadowReview]:
@@ -66,7 +74,8 @@ def new_review(
 ) -> ShadowReview:
     """Store a shadow review of ``sha``; ``stats``: the reviewer run's ``attempt``, ``session``,
     ``cost_usd``, ``input_tokens``, ``output_tokens``, ``turns``."""
-    return ShadowReview.create(
+    return prepared.insert(
+        ShadowReview,
         ticket=ticket_id,
         done_sha=sha,
         verdict=verdict,

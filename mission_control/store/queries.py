@@ -9,7 +9,9 @@ from typing import Any
 
 from peewee import fn
 
+from mission_control.store import prepared
 from mission_control.store.models import ACTIVE, ControllerProcess, Meta, ShadowReview, Ticket, WorkerRun
+from mission_control.store.prepared import columns, load, load_joined
 from mission_control.store.transactions import tuples, update_row
 
 
@@ -79,29 +81,50 @@ def run_owners(run_ids: set[int]) -> dict[int, tuple[int | None, str]]:
 def todo_tickets(limit: int, lock: bool = False) -> list[Ticket]:
     """The oldest ``limit`` todo tickets. With ``lock`` (PostgreSQL, inside a transaction), locked in
     one round trip, skipping rows another controller is claiming rather than waiting for them."""
-    query = Ticket.select().where(Ticket.status == "todo").order_by(Ticket.id).limit(limit)
-    # peewee's stubs type for_update() as a flag; it takes the clause as text too, as here.
-    return list(query.for_update("FOR UPDATE SKIP LOCKED") if lock else query)  # type: ignore[arg-type]
+
+    def build(p: Any) -> Any:
+        query = Ticket.select(*columns(Ticket)).where(Ticket.status == "todo").order_by(Ticket.id).limit(p.limit)
+        # peewee's stubs type for_update() as a flag; it takes the clause as text too, as here.
+        return query.for_update("FOR UPDATE SKIP LOCKED") if lock else query  # type: ignore[arg-type]
+
+    return [load(Ticket, row) for row in prepared.rows(f"todo_tickets:{lock}", build, limit=limit)]
+
+
+def _set(model: type[Any], fields: dict[str, Any], p: Any) -> dict[Any, Any]:
+    return {getattr(model, name): getattr(p, f"set_{name}") for name in fields}
 
 
 def take_todo(ticket: Ticket, fields: dict[str, Any]) -> bool:
     """Apply ``fields`` to a ticket still todo under the claim token it was read with."""
+    values = {f"set_{name}": value for name, value in fields.items()}
     return bool(
-        Ticket.update(**fields)
-        .where((Ticket.id == ticket.id) & (Ticket.status == "todo") & (Ticket.claim_token == ticket.claim_token))
-        .execute()
+        prepared.count(
+            "take_todo",
+            lambda p: Ticket.update(_set(Ticket, fields, p)).where(
+                (Ticket.id == p.id) & (Ticket.status == "todo") & (Ticket.claim_token == p.token)
+            ),
+            id=ticket.id,
+            token=ticket.claim_token,
+            **values,
+        )
     )
 
 
 def new_run(**fields: Any) -> WorkerRun:
     """Insert a worker run (an attempt)."""
-    return WorkerRun.create(**fields)
+    return prepared.insert(WorkerRun, **fields)
 
 
 def runs_with_tickets(run_ids: list[int]) -> dict[int, WorkerRun]:
     """The runs with these ids, each with its ticket loaded."""
-    query = WorkerRun.select(WorkerRun, Ticket).join(Ticket).where(WorkerRun.id.in_(run_ids))
-    return {run.id: run for run in query}
+    ids = {f"id{index}": run_id for index, run_id in enumerate(run_ids)}
+
+    def build(p: Any) -> Any:
+        wanted = [getattr(p, name) for name in ids]
+        return WorkerRun.select(*columns(WorkerRun, Ticket)).join(Ticket).where(WorkerRun.id.in_(wanted))
+
+    found = [load_joined(WorkerRun, Ticket, "ticket", row) for row in prepared.rows("runs_with_tickets", build, **ids)]
+    return {run.id: run for run in found}
 
 
 def latest_run(ticket_id: int) -> WorkerRun | None:
@@ -124,56 +147,83 @@ def earlier_runs(run: WorkerRun) -> list[tuple[int, str, str | None, str | None]
 
 def run_token(run_id: int) -> int | None:
     """The claim token a run currently belongs to."""
-    return WorkerRun.select(WorkerRun.token).where(WorkerRun.id == run_id).scalar()
+    return prepared.scalar(
+        "run_token", lambda p: WorkerRun.select(WorkerRun.token).where(WorkerRun.id == p.id), id=run_id
+    )
 
 
 def ticket_token(ticket_id: int) -> int | None:
     """The ticket's current claim token."""
-    return Ticket.select(Ticket.claim_token).where(Ticket.id == ticket_id).scalar()
+    build = lambda p: Ticket.select(Ticket.claim_token).where(Ticket.id == p.id)  # noqa: E731
+    return prepared.scalar("ticket_token", build, id=ticket_id)
 
 
 def store_run_report(run_id: int, token: int, fields: dict[str, Any]) -> bool:
     """Write a report on a run still running under ``token``; False if it was already reported or the
     attempt now belongs to another claim (fencing)."""
+    values = {f"set_{name}": value for name, value in fields.items()}
     return bool(
-        WorkerRun.update(**fields)
-        .where((WorkerRun.id == run_id) & (WorkerRun.outcome == "running") & (WorkerRun.token == token))
-        .execute()
+        prepared.count(
+            "store_run_report",
+            lambda p: WorkerRun.update(_set(WorkerRun, fields, p)).where(
+                (WorkerRun.id == p.id) & (WorkerRun.outcome == "running") & (WorkerRun.token == p.token)
+            ),
+            id=run_id,
+            token=token,
+            **values,
+        )
     )
 
 
 def unapplied_reports(controller_id: int) -> list[WorkerRun]:
     """Stored, unapplied reports of the tickets this controller holds, under their current claim,
     oldest first, each with its ticket loaded."""
-    return list(
-        WorkerRun.select(WorkerRun, Ticket)
-        .join(Ticket)
-        .where(
-            (Ticket.claimed_by == controller_id)
-            & (WorkerRun.outcome != "running")
-            & WorkerRun.applied_at.is_null()
-            & (WorkerRun.token == Ticket.claim_token)
+
+    def build(p: Any) -> Any:
+        return (
+            WorkerRun.select(*columns(WorkerRun, Ticket))
+            .join(Ticket)
+            .where(
+                (Ticket.claimed_by == p.controller)
+                & (WorkerRun.outcome != "running")
+                & WorkerRun.applied_at.is_null()
+                & (WorkerRun.token == Ticket.claim_token)
+            )
+            .order_by(WorkerRun.id)
         )
-        .order_by(WorkerRun.id)
-    )
+
+    found = prepared.rows("unapplied_reports", build, controller=controller_id)
+    return [load_joined(WorkerRun, Ticket, "ticket", row) for row in found]
 
 
 def reviews_by_sha(ticket_ids: set[int]) -> dict[tuple[int, str], ShadowReview]:
     """The latest shadow review of each (ticket, sha) of these tickets."""
     if not ticket_ids:
         return {}
-    query = ShadowReview.select().where(ShadowReview.ticket.in_(ticket_ids)).order_by(ShadowReview.id)
-    return {(review.ticket_id, review.done_sha): review for review in query}
+    ids = {f"id{index}": ticket_id for index, ticket_id in enumerate(sorted(ticket_ids))}
+
+    def build(p: Any) -> Any:
+        wanted = [getattr(p, name) for name in ids]
+        return (
+            ShadowReview.select(*columns(ShadowReview)).where(ShadowReview.ticket.in_(wanted)).order_by(ShadowReview.id)
+        )
+
+    found = [load(ShadowReview, row) for row in prepared.rows("reviews_by_sha", build, **ids)]
+    return {(review.ticket_id, review.done_sha): review for review in found}
 
 
 def mark_applied(run_id: int, ticket_id: int, controller_id: int) -> bool:
     """Mark a run's report applied, once, and only while the controller's claim on the ticket is the
     run's (fencing). True if this call is the one that applies it."""
-    claim = Ticket.select(Ticket.claim_token).where((Ticket.id == ticket_id) & (Ticket.claimed_by == controller_id))
+
+    def build(p: Any) -> Any:
+        claim = Ticket.select(Ticket.claim_token).where((Ticket.id == p.ticket) & (Ticket.claimed_by == p.controller))
+        return WorkerRun.update(applied_at=p.now).where(
+            (WorkerRun.id == p.run) & WorkerRun.applied_at.is_null() & (WorkerRun.token == claim)
+        )
+
     return bool(
-        WorkerRun.update(applied_at=time.time())
-        .where((WorkerRun.id == run_id) & WorkerRun.applied_at.is_null() & (WorkerRun.token == claim))
-        .execute()
+        prepared.count("mark_applied", build, run=run_id, ticket=ticket_id, controller=controller_id, now=time.time())
     )
 
 
@@ -307,8 +357,7 @@ def mark_operator_checked(ticket_ids: list[int]) -> None:
 
 def meta_value(key: str) -> str | None:
     """The store-wide fact ``key`` (e.g. the cluster kill-switch flag), or None."""
-    row = Meta.get_or_none(Meta.key == key)
-    return None if row is None else row.value
+    return prepared.scalar("meta_value", lambda p: Meta.select(Meta.value).where(Meta.key == p.key), key=key)
 
 
 def set_meta(key: str, value: str | None) -> None:
