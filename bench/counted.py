@@ -49,6 +49,8 @@ def main(argv: list[str]) -> int:
             "statements_total": sum(n for verb, n in statements.items() if verb != "SAVEPOINT"),
             "transactions": transactions[0],
             "cpu_s": usage.ru_utime + usage.ru_stime,
+            "cpu_user_s": usage.ru_utime,
+            "cpu_system_s": usage.ru_stime,
         }
         stats_file.write_text(json.dumps(stats), encoding="utf-8")
 

@@ -1,7 +1,8 @@
 """The controller facade: the one way plugins (and manual commands) change tickets.
 
-Every write is one transaction (a savepoint when the caller already holds one) and writes its
-audit event under the current actor: the plugin being called, ``host``, or the person at the CLI.
+Every write is one transaction (part of the caller's when it already holds one: a plugin's hook call
+runs in a savepoint of its own) and writes its audit event under the current actor: the plugin being
+called, ``host``, or the person at the CLI.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from mission_control.store.models import (
     Ticket,
     db,
 )
-from mission_control.store.transactions import insert_row, update_row, write
+from mission_control.store.transactions import insert_row, one_transaction, update_row, write
 
 RELEASED = ("todo", "done", "needs_input")
 
@@ -175,7 +176,7 @@ class Controller(TicketReads):
 
     def comment(self, ticket: Ticket, body: str, author: str | None = None) -> None:
         """Add a comment to the ticket (author: the current actor unless given)."""
-        with db.atomic():
+        with one_transaction():
             insert_row(Comment, ticket=ticket.id, author=author or self.actor, body=body, created_at=time.time())
             self._update(ticket)
 
@@ -196,7 +197,7 @@ class Controller(TicketReads):
         if self.manual:
             fields["claim_token"] = ticket.claim_token + 1
             fields["claimed_by"] = None
-        with db.atomic():
+        with one_transaction():
             self._update(ticket, status=status, **fields)
             detail = f"{previous} -> {status}" + (f": {why}" if why else "")
             self.record(ticket, events.STATUS, detail, data={"from": previous, "to": status})
@@ -208,13 +209,13 @@ class Controller(TicketReads):
     def count_death(self, ticket: Ticket) -> int:
         """Add one to ``death_count`` in the store and return the new count. Counted by the database,
         not in memory, so a transaction retried after a deadlock or a busy store counts the death once."""
-        with db.atomic():
+        with one_transaction():
             ticket.death_count = queries.add_to_counter(ticket, "death_count")
         return ticket.death_count
 
     def count_review_cycle(self, ticket: Ticket) -> int:
         """Add one to ``review_cycles`` and return the new count."""
-        with db.atomic():
+        with one_transaction():
             ticket.review_cycles = queries.add_to_counter(ticket, "review_cycles")
         return ticket.review_cycles
 
@@ -229,7 +230,7 @@ class Controller(TicketReads):
     def escalate(self, ticket: Ticket, reason: str) -> None:
         """Hand the ticket to the owner: ``needs_input``, the reason as a comment, an escalation
         record, and ``on_escalate`` for notification plugins once the change is committed."""
-        with db.atomic():
+        with one_transaction():
             if ticket.status != "needs_input":
                 self.set_status(ticket, "needs_input", f"escalated to {self.owner}")
             self.comment(ticket, reason)
@@ -275,7 +276,7 @@ class Controller(TicketReads):
         off`) releases it."""
         info = flags.killswitch_info(who or self.actor, reason)
         detail = "engaged" + (f": {reason}" if reason else "")
-        with db.atomic():
+        with one_transaction():
             flags.set_cluster_killswitch(info)
             self.record(None, events.KILLSWITCH, detail, data={"engaged": True, "reason": reason})
         self.cluster_killswitch = info
@@ -292,7 +293,7 @@ class Controller(TicketReads):
 
     def add_ticket(self, fields: Mapping[str, Any], why: str) -> Ticket:
         """Store a new ticket (its key is given in the same transaction) and record ``why``."""
-        with db.atomic():
+        with one_transaction():
             ticket = queries.new_ticket(self.config.ticket_prefix, **fields)
             self.record(ticket, events.CREATED, why)
         return ticket
@@ -309,7 +310,7 @@ class Controller(TicketReads):
     ) -> None:
         """A verdict on ``sha`` recorded by a person (`mc review record`), as the shadow reviewer's
         would be: the next harvest of that sha applies it."""
-        with db.atomic():
+        with one_transaction():
             shadow_reviewer.store_verdict(ticket.id, sha, verdict, reasons, gaps, reviewer=reviewer)
             detail = f"{verdict} for {sha[:12]} recorded by hand"
             self.record(ticket, events.REVIEW, detail, kind="report", data={"verdict": verdict, "sha": sha})

@@ -3,9 +3,11 @@ and the cached single-row statements the hot paths use (:func:`insert_row`, :fun
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import peewee as pw
@@ -45,6 +47,13 @@ def write(fn: Callable[[], T], attempts: int = 8) -> T:
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 1.0)
     raise AssertionError("unreachable")
+
+
+def one_transaction() -> AbstractContextManager[Any]:
+    """A transaction for a write made on its own; inside one already open (the loop's, or the savepoint
+    a plugin's hook call runs in), nothing more: that one makes the write atomic with the rest, and a
+    savepoint of its own would cost two more statements for nothing."""
+    return contextlib.nullcontext() if db.in_transaction() else db.atomic()
 
 
 _STATEMENTS: dict[tuple[Any, ...], tuple[str, tuple[pw.Field, ...]]] = {}
