@@ -275,11 +275,15 @@ def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch
         "MC_PROMPT_FILE": str(worker_prompt),
         "MC_REVIEW_ID": f"{db_id}:{run.id}",
     }
-    stdin, schema = None, logs / f"{run.attempt}.verdict-schema.json"
+    stdin: Path | None = None
+    readable: tuple[Path, ...] = (cwd, worker_prompt)
     if preset is not None:
         stdin = logs / f"{run.attempt}.review.md"
         rt.write_private(stdin, review_prompt(ticket, sha, run.base_sha))
-        rt.write_private(schema, json.dumps(agents.VERDICT_SCHEMA))
+        schema = logs / f"{run.attempt}.verdict-schema.json" if preset.schema_file else None
+        if schema is not None:  # for a CLI that reads the verdict's schema from a file (Codex)
+            rt.write_private(schema, json.dumps(agents.VERDICT_SCHEMA))
+            readable = (*readable, schema)
         argv = preset.reviewer_argv(settings, agents.RunPaths(schema=schema))
     else:
         argv = prompts.render(settings.command or (), values)
@@ -296,7 +300,6 @@ def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch
         settings.stall_timeout,
         Workspace(cwd, None, sha, repo),
     )
-    readable = (cwd, worker_prompt, schema) if preset is not None else (cwd, worker_prompt)
     return _sandboxed(config, ticket.key, plan, preset, settings, repo, readable, worker=False)
 
 

@@ -76,6 +76,7 @@ def test_a_ticket_goes_to_done_with_a_real_commit_on_its_branch(root: AgentRoot,
     )
     assert worker["session"] and worker["cost_usd"] > 0 and worker["input_tokens"] > 0 and worker["turns"] == 3
     assert review["cost_usd"] > 0 and review["output_tokens"] > 0
+    assert not list((root.path / "logs" / key).glob("*.verdict-schema.json"))  # Claude Code takes it in argv
     assert root.server.unscripted == []
     root.mc("operator", "--once")
     spend = json.loads(root.mc("health", "--json").stdout)["spend"]["last_hour"]

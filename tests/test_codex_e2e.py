@@ -63,6 +63,7 @@ def test_a_codex_ticket_goes_to_done_with_its_commit_and_a_codex_review(root: Ag
     assert all(r.api == RESPONSES for r in root.server.requests) and root.server.unscripted == []
     judged = root.server.requests_for(reviewer_of(key))[-1]
     assert judged.body["text"]["format"]["type"] == "json_schema"  # --output-schema reached the API
+    assert (root.path / "logs" / key / "1.verdict-schema.json").is_file()
     assert "Read-only file system" not in judged.tool_results[-1]  # reading is allowed
 
 
