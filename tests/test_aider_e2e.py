@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from conftest import AgentRoot, agent_profile, git, make_repo, worker_runs
-from model_server import CHAT, error, text, verdict, write
+from model_server import CHAT, error, hang, text, verdict, write
 
 pytestmark = pytest.mark.slow
 
@@ -130,3 +130,16 @@ def test_settings_an_aider_run_plants_in_the_worktree_do_not_reach_the_next_run(
     assert ticket["status"] == "done"  # the second run reached the scripted server, not port 9
     assert git(repo, "show", f"mc/{key}:.env") == f"OPENAI_API_BASE={elsewhere}"
     assert len(worker_requests(root, key)) == 2
+
+
+def test_a_stalled_aider_run_is_stopped_and_counted_as_a_death(root: AgentRoot, repo: Path) -> None:
+    root.config["workers"]["default"]["stall_timeout"] = 5
+    root.config["plugins"]["dead_worker_retry"] = {"max_deaths": 1}
+    root.write_config()
+    key = root.mc("ticket", "add", "Hang", "--repo", str(repo)).stdout.strip()
+    root.server.script([hang()], match=worker_of(key))
+
+    root.run()
+
+    run = root.show(key)["runs"][0]
+    assert (run["outcome"], run["reason"]) == ("died", "no output for 5 s (stalled)")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from conftest import AgentRoot, git, make_repo, worker_runs
-from model_server import RESPONSES, bash, error, text, verdict, write
+from model_server import RESPONSES, bash, error, hang, text, verdict, write
 
 pytestmark = pytest.mark.slow
 
@@ -161,3 +161,16 @@ def test_the_tests_stage_sends_a_failing_test_back_to_codex_before_the_paid_revi
     assert second["verdict"] == "pass" and second["done_sha"] == ticket["done_sha"]
     assert "test_calc.py::test_add" in root.server.requests_for(worker_of(key))[3].user_text
     assert len(root.server.requests_for(reviewer_of(key))) == 1  # the paid stage saw only the passing sha
+
+
+def test_a_stalled_codex_run_is_stopped_and_counted_as_a_death(root: AgentRoot, repo: Path) -> None:
+    root.config["workers"]["default"]["stall_timeout"] = 3
+    root.config["plugins"]["dead_worker_retry"] = {"max_deaths": 1}
+    root.write_config()
+    key = root.mc("ticket", "add", "Hang", "--repo", str(repo)).stdout.strip()
+    root.server.script([hang()], match=worker_of(key))
+
+    root.run()
+
+    run = root.show(key)["runs"][0]
+    assert (run["outcome"], run["reason"]) == ("died", "no output for 3 s (stalled)")
