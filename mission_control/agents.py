@@ -83,6 +83,7 @@ class Preset:
     reviews: ClassVar[bool] = True  # it can judge a commit read-only with a structured verdict
     needs_state: ClassVar[bool] = False  # it keeps per-ticket state outside the worktree (RunPaths.state)
     schema_file: ClassVar[bool] = False  # its reviewer reads the verdict's JSON schema from a file (RunPaths.schema)
+    names_git_dirs: ClassVar[bool] = False  # its worker argv names the git dirs a commit writes (RunPaths.git_dirs)
     # Files the CLI loads from its working directory that would let one run change how the next one runs
     # (its settings, API base, shell hooks): hidden from the run in the sandbox.
     worktree_config: ClassVar[tuple[str, ...]] = ()
@@ -248,6 +249,7 @@ class Codex(Preset):
     name: ClassVar[str] = "codex"
     executable: ClassVar[str] = "codex"
     schema_file: ClassVar[bool] = True
+    names_git_dirs: ClassVar[bool] = True
 
     def _options(self, settings: AgentSettings, sandbox: str) -> list[str]:
         # -c, not --sandbox: `codex exec resume` takes no --sandbox. Nobody is there to approve anything.

@@ -167,7 +167,7 @@ def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: His
     if preset is not None:
         resume = past.session if past.session and preset.has_session(run_env, past.session) else None
         paths = agents.RunPaths(
-            git_dirs=worktrees.git_dirs(workspace.path) if workspace.branch else (),
+            git_dirs=worktrees.git_dirs(workspace.path) if workspace.branch and preset.names_git_dirs else (),
             state=worktrees.agent_state(config.root, ticket.key) if preset.needs_state else None,
             prompt=prompt_file,
         )

@@ -333,6 +333,23 @@ class AgentRoot(McRoot):
         return self.mc("run", "--until-idle", env=self.env(**env), timeout=300)
 
 
+def worker_of(key: str) -> str:
+    """The text every request of ``key``'s worker conversation carries (its prompt's first line)."""
+    return f"working unattended on ticket {key} "
+
+
+def reviewer_of(key: str) -> str:
+    """The text every request of ``key``'s preset reviewer carries."""
+    return f"for ticket {key}, unattended and read-only"
+
+
+def commit(path: str, content: str, message: str) -> list[Any]:
+    """The scripted steps of an agent that writes a file and commits it (any agent: see model_server)."""
+    from model_server import bash, write
+
+    return [write(path, content), bash(f"git add {path} && git commit -q -m '{message}'")]
+
+
 def worker_runs(ticket: dict[str, Any]) -> list[dict[str, Any]]:
     """The worker attempts of a `ticket show --json` (its ``runs`` also lists review runs)."""
     return [run for run in ticket["runs"] if run["kind"] == "worker"]

@@ -9,21 +9,13 @@ from typing import Any
 
 import pytest
 
-from conftest import AgentRoot, agent_profile, git, make_repo, worker_runs
+from conftest import AgentRoot, agent_profile, git, make_repo, reviewer_of, worker_of, worker_runs
 from model_server import CHAT, error, hang, text, verdict, write
 
 pytestmark = pytest.mark.slow
 
 # What Aider asks the model before it commits (scripted first: the request carries the chat too).
 COMMIT_MESSAGE = "one-line Git commit messages"
-
-
-def worker_of(key: str) -> str:
-    return f"working unattended on ticket {key} "
-
-
-def reviewer_of(key: str) -> str:
-    return f"for ticket {key}, unattended and read-only"
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_claude_code_e2e import reviewer_of, worker_of
 
-from conftest import AgentRoot, make_repo, worker_runs
+from conftest import AgentRoot, make_repo, reviewer_of, worker_of, worker_runs
 from model_server import bash, text, verdict, write
 
 pytestmark = pytest.mark.slow

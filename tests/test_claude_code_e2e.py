@@ -10,24 +10,10 @@ from typing import Any
 
 import pytest
 
-from conftest import AgentRoot, git, make_repo, worker_runs
+from conftest import AgentRoot, commit, git, make_repo, reviewer_of, worker_of, worker_runs
 from model_server import bash, error, hang, text, tool, verdict, write
 
 pytestmark = pytest.mark.slow
-
-
-def worker_of(key: str) -> str:
-    """The text every request of ``key``'s worker conversation carries (its prompt's first line)."""
-    return f"working unattended on ticket {key} "
-
-
-def reviewer_of(key: str) -> str:
-    return f"for ticket {key}, unattended and read-only"
-
-
-def commit(path: str, content: str, message: str) -> list[Any]:
-    """The steps of an agent that writes a file and commits it."""
-    return [write(path, content), bash(f"git add {path} && git commit -q -m '{message}'")]
 
 
 @pytest.fixture

@@ -9,24 +9,12 @@ from typing import Any
 
 import pytest
 
-from conftest import AgentRoot, git, make_repo, worker_runs
-from model_server import RESPONSES, bash, error, hang, text, verdict, write
+from conftest import AgentRoot, commit, git, make_repo, reviewer_of, worker_of, worker_runs
+from model_server import RESPONSES, bash, error, hang, text, verdict
 
 pytestmark = pytest.mark.slow
 
 PRICES = (2.0, 10.0)  # the profile's price_per_mtok (conftest.agent_profile)
-
-
-def worker_of(key: str) -> str:
-    return f"working unattended on ticket {key} "
-
-
-def reviewer_of(key: str) -> str:
-    return f"for ticket {key}, unattended and read-only"
-
-
-def commit(path: str, content: str, message: str) -> list[Any]:
-    return [write(path, content), bash(f"git add {path} && git commit -q -m '{message}'")]
 
 
 @pytest.fixture
