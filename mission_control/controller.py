@@ -22,7 +22,7 @@ from mission_control import mc_orchestrator_flags as flags
 from mission_control import shadow_reviewer
 from mission_control.config import Config
 from mission_control.facade_reads import TicketReads
-from mission_control.store import audit, queries
+from mission_control.store import audit, deferred, queries
 from mission_control.store.models import (
     STATUSES,
     Comment,
@@ -30,7 +30,7 @@ from mission_control.store.models import (
     Ticket,
     db,
 )
-from mission_control.store.transactions import insert_row, one_transaction, update_row, write
+from mission_control.store.transactions import atomic, insert_row, one_transaction, update_row, write
 
 RELEASED = ("todo", "done", "needs_input")
 
@@ -112,7 +112,7 @@ class Controller(TicketReads):
         """Run a plugin's hook call as one transaction, attributed to the plugin."""
         previous, self.actor = self.actor, plugin
         try:
-            with db.atomic():
+            with atomic():
                 yield
         finally:
             self.actor = previous
@@ -149,15 +149,8 @@ class Controller(TicketReads):
             created_at=time.time(),
             data_json=json.dumps(dict(data)) if data else None,
         )
-        insert_row(
-            Event,
-            ticket=event.ticket_id,
-            action=event.action,
-            actor=event.actor,
-            kind=event.kind,
-            detail=event.detail,
-            created_at=event.created_at,
-            data_json=event.data_json,
+        deferred.add_event(
+            (event.ticket_id, event.action, event.actor, event.kind, event.detail, event.created_at, event.data_json)
         )
         if self.on_record is not None:
             self.on_record(ticket, event)

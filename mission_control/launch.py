@@ -9,7 +9,7 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -81,10 +81,17 @@ CONTROLLER_ONLY = frozenset(
 )
 
 
-def _env(settings: AgentSettings, preset: agents.Preset | None, values: dict[str, str]) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if k not in CONTROLLER_ONLY and not k.startswith("PG")}
+def inherited_env() -> dict[str, str]:
+    """What every run inherits from the controller's environment: all of it but the controller's own
+    settings and database credentials (a running controller builds this once: see LoopContext)."""
+    return {k: v for k, v in os.environ.items() if k not in CONTROLLER_ONLY and not k.startswith("PG")}
+
+
+def _env(
+    settings: AgentSettings, preset: agents.Preset | None, values: dict[str, str], inherited: Mapping[str, str] | None
+) -> dict[str, str]:
     extra = preset.env(settings) if preset else dict(settings.env)
-    return {**base, **extra, **values}
+    return {**(inherited_env() if inherited is None else inherited), **extra, **values}
 
 
 def _sandboxed(
@@ -125,8 +132,16 @@ def _sandboxed(
     return replace(launch, argv=argv, env={**launch.env, "TMPDIR": str(tmp)})
 
 
-def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: History) -> Launch:
+def worker(
+    config: Config,
+    db_id: str,
+    ticket: Ticket,
+    run: WorkerRun,
+    past: History,
+    inherited: Mapping[str, str] | None = None,
+) -> Launch:
     """The worker run of ``run``: prepares the ticket's workspace and writes its prompt file.
+    ``inherited`` is the environment it starts from (default: :func:`inherited_env` now).
 
     Raises :class:`worktrees.WorkspaceError` when the workspace cannot be prepared.
     """
@@ -162,7 +177,7 @@ def worker(config: Config, db_id: str, ticket: Ticket, run: WorkerRun, past: His
         "MC_ATTEMPT": str(run.attempt),
         "MC_RUN_ID": f"{db_id}:{run.id}",
     }
-    run_env = _env(profile, preset, env)
+    run_env = _env(profile, preset, env, inherited)
     on_stdin = preset is not None and preset.prompt_on_stdin
     if preset is not None:
         resume = past.session if past.session and preset.has_session(run_env, past.session) else None
@@ -251,10 +266,12 @@ def _runnable(program: str, cwd: Path) -> None:
         raise FileNotFoundError(errno.ENOENT, "the test command is not installed", program)
 
 
-def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch | None:
+def review(
+    config: Config, db_id: str, ticket: Ticket, run: WorkerRun, inherited: Mapping[str, str] | None = None
+) -> Launch | None:
     """The run of the review stage ``run`` is at, for its reported sha, in a clean checkout of it where
     it is a commit (otherwise in the ticket's workspace); None when no reviewer is configured
-    (verdicts by hand)."""
+    (verdicts by hand). ``inherited`` as for :func:`worker`."""
     if not config.reviewer.stages:
         return None
     settings = config.reviewer.stage(run.review_stage)
@@ -291,7 +308,7 @@ def review(config: Config, db_id: str, ticket: Ticket, run: WorkerRun) -> Launch
             _runnable(argv[0], cwd)
     plan = Launch(
         argv,
-        _env(settings, preset, env),
+        _env(settings, preset, env, inherited),
         cwd,
         logs / run.review_output().name,
         logs / run.review_output().with_suffix(".err").name,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mission_control.proctree import kill_group, pid_alive, proc_start_time, reap_orphans
+from mission_control.proctree import kill_group, pid_alive, reap_orphans
 from mission_control.text import utf8_safe
 
 SENTINEL = re.compile(rb"DONE: ([0-9a-fA-F]{7,40})[ \t\r]*")
@@ -35,13 +35,16 @@ def private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) readable by the owner only. Whatever a run may have left in its
     place (a file, a symlink) is moved aside, never followed and never a reason to fail every start."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.mkdir(path, 0o700)
+        return path
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return private_dir(path)
     except FileExistsError:
-        _move_aside(path)
-        path.mkdir(mode=0o700)
-    if path.is_symlink():
-        _move_aside(path)
-        path.mkdir(mode=0o700)
+        if stat.S_ISDIR(os.lstat(path).st_mode):  # a directory, not a link to one
+            return path
+    _move_aside(path)
+    path.mkdir(mode=0o700)
     return path
 
 
@@ -159,7 +162,7 @@ class Process:
     run_id: int
     ticket_id: int
     pid: int
-    start: str
+    start: str  # its kernel start time ("" until the loop notes it started)
     stdout_path: Path
     deadline: float
     popen: subprocess.Popen[bytes] | None = None
@@ -229,6 +232,16 @@ def _watch_fds(*paths: Path) -> list[int]:
     return fds
 
 
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    """One read-only descriptor of /dev/null for every run's stdin (subprocess opens one per start)."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
+
+
 def spawn(
     kind: str,
     run_id: int,
@@ -248,7 +261,7 @@ def spawn(
     Raises OSError when the command cannot be started (not found, not executable).
     """
     out_fd, err_fd = _open_log(stdout_path), _open_log(stderr_path)
-    in_fd = os.open(stdin_path, os.O_RDONLY | os.O_NOFOLLOW) if stdin_path is not None else subprocess.DEVNULL
+    in_fd = os.open(stdin_path, os.O_RDONLY | os.O_NOFOLLOW) if stdin_path is not None else _devnull()
     try:
         popen = subprocess.Popen(
             argv,
@@ -267,9 +280,8 @@ def spawn(
     finally:
         if stdin_path is not None:
             os.close(in_fd)
-    process = Process(
-        kind, run_id, ticket_id, popen.pid, proc_start_time(popen.pid), stdout_path, time.time() + timeout, popen=popen
-    )
+    # Its start time is read later (LoopContext.note_started): /proc/PID/stat blocks while it is in execve.
+    process = Process(kind, run_id, ticket_id, popen.pid, "", stdout_path, time.time() + timeout, popen=popen)
     process.stall_timeout = stall_timeout
     process.output_fds = [out_fd, err_fd]  # the files it created: read through these, never by path again
     process.output_grew(time.time())  # the sizes it starts from

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from mission_control import launch, worktrees
+from mission_control import launch, proctree, worktrees
 from mission_control import ticket_runtime as rt
 from mission_control.config import Config, WorkerProfile
 from mission_control.controller import Controller
@@ -34,6 +34,8 @@ class LoopContext:
     # Starts a planned run (tests inject one that starts nothing); raises OSError when it cannot start.
     start: Callable[[str, WorkerRun, launch.Launch], rt.Process] = field(default=launch.start)
     clock: Callable[[], float] = field(default=time.time)  # the loop's schedule (tests inject one)
+    # What every run inherits from this controller's environment, built once (not per run).
+    inherited: dict[str, str] = field(default_factory=launch.inherited_env)
 
     def profile(self, name: str) -> WorkerProfile:
         """The worker profile ``name``, or the default one when it is no longer configured."""
@@ -48,9 +50,13 @@ class LoopContext:
         print(f"mc run[{self.me or '-'}]: {message}", file=sys.stderr)
 
     def note_started(self, processes: list[rt.Process]) -> None:
-        """Record the pids of just-started processes (one transaction), for recovery after a crash,
-        with where each worker works (its ticket's worktree and branch)."""
+        """Record the pids and start times of just-started processes (one transaction), for recovery after
+        a crash, with where each worker works (its ticket's worktree and branch). The start times are read
+        here, after the batch's spawns, not at each one: read while a child is still in ``execve``,
+        ``/proc/PID/stat`` waits for it."""
         if processes:
+            for process in processes:
+                process.start = process.start or proctree.proc_start_time(process.pid)
             write(lambda: _note_all(processes))
 
     def remove_done_worktrees(self, done: list[Ticket]) -> None:

@@ -116,7 +116,8 @@ class Recovery:
 
     def recover_review(self, run: WorkerRun, ticket: Ticket, token: int) -> None:
         """A review left by a gone controller: adopt it if it still runs here, take its verdict from
-        its log if it finished, or let it start again (counted, so it cannot loop)."""
+        its log if it finished (only if its start was noted: the controller created that log), or let it
+        start again (counted, so it cannot loop)."""
         here = run.host == self.ctx.host
         pid = run.review_pid
         if pid is None and here:
@@ -129,10 +130,14 @@ class Recovery:
             start = start or proctree.proc_start_time(pid)
             self.adopt("review", run, ticket, pid, start, stdout, deadline, token, reviewer.stall_timeout)
             return
+        if not run.review_pid:
+            # Its start was never noted: what lies at its log path may be a run's forgery rather than the log a
+            # controller created for its reviewer. The review starts again (counted).
+            return
         parsed, said = outcomes.read_review(reviewer, stdout)
         if parsed is not None:
             self.reports.store([], [(run, ticket, *parsed, said)])
-        elif run.review_pid:
+        else:
             write(lambda: queries.review_ended(run.id))
 
     def requeue_unstarted(self, run: WorkerRun, ticket: Ticket) -> None:

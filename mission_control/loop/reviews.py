@@ -58,7 +58,7 @@ class Reviews:
         for run in write(gate):
             ticket = run.ticket
             try:
-                plan = launch.review(self.ctx.config, self.ctx.db_id, ticket, run)
+                plan = launch.review(self.ctx.config, self.ctx.db_id, ticket, run, self.ctx.inherited)
                 process = self.ctx.start("review", run, plan) if plan else None
             except OSError as exc:
                 self.reports.store([], [(run, ticket, "uncertain", [f"the reviewer could not start: {exc}"], [], None)])
@@ -69,7 +69,7 @@ class Reviews:
             process.token = run.token
             self.ctx.watcher.add(process)
             started.append(process)
+        self.ctx.note_started(started)  # before anything else: recovery trusts a reviewer's log only once noted
         if started:
             faults.crash_point("review:after-spawn")
-        self.ctx.note_started(started)
         return bool(started or settled)

@@ -30,7 +30,9 @@ def main() -> int:
     state = Path(os.environ.get("MC_DEMO_STATE", "."))
     counter = state / f"{ticket}.runs"
     run = int(counter.read_text()) + 1 if counter.exists() else 1
-    counter.write_text(str(run))
+    written = counter.with_name(f".{counter.name}.{os.getpid()}")
+    written.write_text(str(run))
+    os.replace(written, counter)  # whole or absent: a run killed mid-write never leaves an empty counter
     time.sleep(float(os.environ.get("MC_DEMO_DELAY", "0")))
     plan = steps(prompt)
     step = plan[min(run, len(plan)) - 1]

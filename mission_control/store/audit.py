@@ -9,7 +9,7 @@ from typing import Any
 
 from peewee import fn
 
-from mission_control.store import prepared
+from mission_control.store import deferred, prepared
 from mission_control.store.models import Escalation, Event, ShadowReview
 from mission_control.store.prepared import columns, load
 
@@ -37,12 +37,15 @@ def latest_review(ticket_id: int) -> ShadowReview | None:
 
 
 def events_since(since: float, actions: tuple[str, ...]) -> list[Event]:
-    """Audit events with one of ``actions`` recorded at or after ``since``, across all tickets."""
+    """Audit events with one of ``actions`` recorded at or after ``since``, across all tickets (those
+    recorded in the open transaction included)."""
+    deferred.flush()
     return list(Event.select().where((Event.created_at >= since) & Event.action.in_(actions)).order_by(Event.id))
 
 
 def last_event_at(action: str) -> float | None:
     """When the latest event with ``action`` was recorded, or None."""
+    deferred.flush()
     return Event.select(fn.MAX(Event.created_at)).where(Event.action == action).scalar()
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import peewee as pw
 
+from mission_control.store import deferred
 from mission_control.store.models import BaseModel, db
 
 T = TypeVar("T")
@@ -39,7 +40,7 @@ def write(fn: Callable[[], T], attempts: int = 8) -> T:
     delay = 0.01
     for attempt in range(attempts):
         try:
-            with db.atomic():
+            with atomic():
                 return fn()
         except pw.DatabaseError as exc:
             if not is_locked_error(exc) or attempt == attempts - 1:
@@ -53,7 +54,16 @@ def one_transaction() -> AbstractContextManager[Any]:
     """A transaction for a write made on its own; inside one already open (the loop's, or the savepoint
     a plugin's hook call runs in), nothing more: that one makes the write atomic with the rest, and a
     savepoint of its own would cost two more statements for nothing."""
-    return contextlib.nullcontext() if db.in_transaction() else db.atomic()
+    return contextlib.nullcontext() if db.in_transaction() else atomic()
+
+
+@contextlib.contextmanager
+def atomic() -> Iterator[None]:
+    """A transaction, or a savepoint inside one, that also inserts the audit events recorded in it (held
+    until then: see :mod:`.deferred`) before committing, and drops them when it rolls back. Every
+    transaction the controller opens is one of these."""
+    with db.atomic(), deferred.scope():
+        yield
 
 
 _STATEMENTS: dict[tuple[Any, ...], tuple[str, tuple[pw.Field, ...]]] = {}
