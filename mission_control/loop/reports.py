@@ -142,7 +142,7 @@ class Reports:
     ) -> None:
         """Inside a transaction: the shadow review of the run's sha, unless one is already stored or
         the attempt now belongs to another controller (fencing: its reviewer reports there)."""
-        if queries.run_token(run.id) != run.token:
+        if not queries.end_review(run.id, run.token):
             return
         controller, sha = self.ctx.controller, run.done_sha or ""
         if controller.review_for(ticket, sha) is None:
@@ -171,7 +171,6 @@ class Reports:
                 detail += f" ({reviewer.stage_label(run.review_stage)})"
             actor = shadow_reviewer.REVIEWER_NAME
             controller.record(ticket, events.VERDICT, detail, kind="report", actor=actor, data=facts)
-        queries.review_ended(run.id)
 
     def store_report(self, run: WorkerRun, ticket: Ticket, outcome: outcomes.WorkerOutcome) -> None:
         """Inside a transaction: the report on its run (once), and the sha on a still-held ticket."""

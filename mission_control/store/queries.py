@@ -3,14 +3,16 @@ its name and docstring, and no module above the store builds SQL of its own."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+import peewee as pw
 from peewee import fn
 
 from mission_control.store import prepared
-from mission_control.store.models import ACTIVE, ControllerProcess, Meta, ShadowReview, Ticket, WorkerRun
+from mission_control.store.models import ACTIVE, ControllerProcess, Meta, ShadowReview, Ticket, WorkerRun, db
 from mission_control.store.prepared import columns, load, load_joined
 from mission_control.store.transactions import tuples, update_row
 
@@ -292,6 +294,16 @@ def review_ended(run_id: int) -> None:
     update_row(WorkerRun, run_id, review_pid=None)
 
 
+def end_review(run_id: int, token: int) -> bool:
+    """The run's reviewer is no longer running, if the run still belongs to the claim ``token``; False
+    (and nothing changed) if it belongs to another one now (fencing)."""
+
+    def build(p: Any) -> Any:
+        return WorkerRun.update(review_pid=None).where((WorkerRun.id == p.id) & (WorkerRun.token == p.token))
+
+    return prepared.count("end_review", build, id=run_id, token=token) > 0
+
+
 def advance_review_stage(run: WorkerRun, stage: int, cost: float | None) -> bool:
     """The run's review stage ``stage`` passed: the next one is due (started afresh, its own start
     count), and the stage's cost is added to the review's. Conditional on the stage, so it happens
@@ -332,8 +344,14 @@ def add_to_counter(ticket: Ticket, name: str) -> int:
     """Add one to a ticket counter (``death_count``, ``review_cycles``) in the store and return the new
     value: counted by the database, so a transaction retried after a deadlock counts once."""
     field = getattr(Ticket, name)
-    Ticket.update({field: field + 1}).where(Ticket.id == ticket.id).execute()
-    return Ticket.select(field).where(Ticket.id == ticket.id).scalar()
+    if isinstance(db.obj, pw.SqliteDatabase) and sqlite3.sqlite_version_info < (3, 35):  # no RETURNING before
+        Ticket.update({field: field + 1}).where(Ticket.id == ticket.id).execute()
+        return Ticket.select(field).where(Ticket.id == ticket.id).scalar()
+
+    def build(p: Any) -> Any:
+        return Ticket.update({field: field + p.step}).where(Ticket.id == p.id).returning(field)
+
+    return int(prepared.scalar(f"add_to_counter:{name}", build, id=ticket.id, step=1))
 
 
 def has_running_worker(ticket_id: int) -> bool:
