@@ -88,6 +88,9 @@ class Preset:
     # (its settings, API base, shell hooks): hidden from the run in the sandbox.
     worktree_config: ClassVar[tuple[str, ...]] = ()
     scratch: ClassVar[tuple[str, ...]] = ()  # what it leaves in the worktree that is not work (caches)
+    # Directories it makes directly under /tmp whatever TMPDIR says ("{uid}": the user id); in the sandbox
+    # each run gets a private one there (the host's /tmp is read-only inside).
+    fixed_tmp: ClassVar[tuple[str, ...]] = ()
 
     def worker_argv(
         self, settings: AgentSettings, resume: str | None, spend_cap: float | None = None, paths: RunPaths = RunPaths()
@@ -250,6 +253,7 @@ class Codex(Preset):
     executable: ClassVar[str] = "codex"
     schema_file: ClassVar[bool] = True
     names_git_dirs: ClassVar[bool] = True
+    fixed_tmp: ClassVar[tuple[str, ...]] = ("codex-daemon-{uid}",)  # its Linux sandbox helper's
 
     def _options(self, settings: AgentSettings, sandbox: str) -> list[str]:
         # -c, not --sandbox: `codex exec resume` takes no --sandbox. Nobody is there to approve anything.

@@ -127,9 +127,23 @@ def _sandboxed(
         readable=readable,
         hidden=(config.root,),
         hidden_files=(*hidden_files, *(path for path in planted if path.is_file() and not path.is_symlink())),
+        private=_private_tmp(preset, tmp),
     )
     argv = sandbox.wrap(launch.argv, launch.cwd, mounts)
     return replace(launch, argv=argv, env={**launch.env, "TMPDIR": str(tmp)})
+
+
+def _private_tmp(preset: agents.Preset | None, tmp: Path) -> tuple[tuple[Path, Path], ...]:
+    """The directories the run's CLI makes under ``/tmp`` (see ``Preset.fixed_tmp``), each a private
+    directory inside the run's own ``tmp``, mounted where the CLI looks for it."""
+    private = []
+    for pattern in preset.fixed_tmp if preset is not None else ():
+        name = pattern.format(uid=os.getuid())
+        target = Path("/tmp") / name
+        if sandbox.mount_point(target):
+            (tmp / name).mkdir(mode=0o700, exist_ok=True)
+            private.append((tmp / name, target))
+    return tuple(private)
 
 
 def worker(

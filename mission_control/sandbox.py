@@ -6,14 +6,18 @@ an empty directory (the store, config.yaml, the kill-switch, logs, prompts and o
 worktrees are not there), as is the store's file where it lives elsewhere; the run's prompt file is
 the one file of the MC root it can read. It gets a PID namespace of its own: it cannot see or signal
 the controller, and when the run's command exits every process it started ends with it. ``/tmp`` stays
-the host's, read-only; the run's ``TMPDIR`` is a private directory. The network is left as it is:
+the host's, read-only; the run's ``TMPDIR`` is a private directory, and so is each directory its CLI
+makes under ``/tmp`` whatever ``TMPDIR`` says (see :func:`mount_point`). The network is left as it is:
 agents call their API.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ class Mounts:
     readable: tuple[Path, ...] = ()  # paths it may read inside hidden directories (its prompt, a checkout)
     hidden: tuple[Path, ...] = ()  # directories that look empty inside (the MC root)
     hidden_files: tuple[Path, ...] = ()  # files that look empty inside (a store outside the MC root)
+    private: tuple[tuple[Path, Path], ...] = ()  # (a private directory, where it appears inside): writable
 
 
 def bwrap() -> str | None:
@@ -80,6 +85,7 @@ def wrap(argv: list[str], cwd: Path, mounts: Mounts) -> list[str]:
     planned += [(path, ["--ro-bind", "/dev/null", str(path)]) for path in _unique(mounts.hidden_files)]
     planned += [(path, ["--bind", str(path), str(path)]) for path in _unique(mounts.writable)]
     planned += [(path, ["--ro-bind", str(path), str(path)]) for path in _unique(mounts.readable)]
+    planned += [(target, ["--bind", str(source), str(target)]) for source, target in mounts.private]
     # Outer directories first, so a path inside a hidden directory is mounted over the empty one, and a
     # hidden directory inside a writable one stays hidden.
     planned.sort(key=lambda item: len(item[0].parts))
@@ -90,6 +96,19 @@ def wrap(argv: list[str], cwd: Path, mounts: Mounts) -> list[str]:
     for path in _unique(mounts.hidden):  # empty and read-only: nothing can be planted there either
         args += ["--remount-ro", str(path)]
     return [*args, "--chdir", str(cwd), "--", *argv]
+
+
+def mount_point(path: Path) -> bool:
+    """Make ``path`` (a directory in a shared place such as ``/tmp``) ready to have a run's private
+    directory mounted over it: created owner-only if missing. False if something else is there (a
+    file, a link, a directory of another user's): nothing is mounted over what is not ours."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid()
 
 
 def _unique(paths: Iterable[Path]) -> list[Path]:

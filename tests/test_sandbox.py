@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -119,3 +120,34 @@ def _runs_helper(pid: int, state: Path) -> bool:
     except OSError:
         return False
     return cmdline == b"sleep\x0030\x00" or (cmdline.startswith(b"sh\x00-c\x00") and str(state).encode() in cmdline)
+
+
+def test_a_directory_a_cli_makes_under_tmp_is_private_to_each_run(tmp_path: Path) -> None:
+    if sandbox.works() is not None:
+        skip_or_fail(f"no sandbox here: {sandbox.works()}", SANDBOX_SKIPPED)
+    target = Path("/tmp") / f"mc-test-private-{os.getpid()}"
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    mine.mkdir()
+    other.mkdir()
+    try:
+        assert sandbox.mount_point(target)
+        write = ["sh", "-c", f"echo secret > {target}/left && ls {target}"]
+        first = subprocess.run(sandbox.wrap(write, tmp_path, sandbox.Mounts(private=((mine, target),))), check=True)
+        look = ["ls", "-A", str(target)]
+        second = subprocess.run(
+            sandbox.wrap(look, tmp_path, sandbox.Mounts(private=((other, target),))), capture_output=True, text=True
+        )
+        assert first.returncode == 0 and (mine / "left").read_text() == "secret\n"
+        assert second.stdout == ""  # the next run does not see what the first left there
+        assert not (target / "left").exists()  # nor does the host
+    finally:
+        target.rmdir()
+
+
+def test_nothing_is_mounted_over_a_link_planted_where_a_cli_looks_under_tmp(tmp_path: Path) -> None:
+    target = Path("/tmp") / f"mc-test-planted-{os.getpid()}"
+    target.symlink_to(tmp_path)
+    try:
+        assert not sandbox.mount_point(target)
+    finally:
+        target.unlink()
