@@ -139,7 +139,8 @@ class Controller(TicketReads):
         data: Mapping[str, Any] | None = None,
     ) -> None:
         """Append an event to the audit trail and pass it to ``on_ticket_event`` plugins. ``action``
-        is one of :mod:`mc_hooks.events` for the host's own events; ``data`` its structured facts."""
+        is one of :mod:`mc_hooks.events` for the host's own events; ``data`` its structured facts. Inside a
+        transaction the row is inserted when it commits, with the rest of its events (see ``store.deferred``)."""
         event = Event(
             ticket=ticket.id if ticket is not None else None,
             action=action,
