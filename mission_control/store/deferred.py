@@ -36,15 +36,15 @@ class _State(threading.local):
 
 _STATE = _State()
 _SQL: dict[tuple[type, int], str] = {}
+_FIELDS = [Event._meta.fields[name] for name in COLUMNS]
 
 
 def _sql(count: int) -> str:
     key = (type(db.obj), count)
     sql = _SQL.get(key)
     if sql is None:
-        fields = [Event._meta.fields[name] for name in COLUMNS]
-        names = ", ".join(field.column_name.join(db.quote) for field in fields)
-        group = "(" + ", ".join([db.param] * len(fields)) + ")"
+        names = ", ".join(field.column_name.join(db.quote) for field in _FIELDS)
+        group = "(" + ", ".join([db.param] * len(_FIELDS)) + ")"
         sql = _SQL[key] = f"INSERT INTO {Event._meta.table_name.join(db.quote)} ({names}) VALUES " + ", ".join(
             [group] * count
         )
@@ -52,10 +52,9 @@ def _sql(count: int) -> str:
 
 
 def _insert(rows: list[tuple[Any, ...]]) -> None:
-    fields = [Event._meta.fields[name] for name in COLUMNS]
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
-        params = [field.db_value(value) for row in chunk for field, value in zip(fields, row, strict=True)]
+        params = [field.db_value(value) for row in chunk for field, value in zip(_FIELDS, row, strict=True)]
         db.execute_sql(_sql(len(chunk)), params)
 
 
