@@ -58,17 +58,30 @@ class Narrator:
                 writable = [self.fd]  # not selectable (unusual): a plain write
             if not writable:
                 return
-            data = self.pending[0][:CHUNK]
+            data = self._next_chunk()
             try:
                 written = os.write(self.fd, data)
             except BlockingIOError:
+                self.pending.appendleft(data)
                 return
             except OSError:  # stderr is gone (closed terminal): nobody to tell
                 self.pending.clear()
                 self.size = 0
                 return
             self.size -= written
-            if written == len(self.pending[0]):
-                self.pending.popleft()
-            else:
-                self.pending[0] = self.pending[0][written:]
+            if written < len(data):
+                self.pending.appendleft(data[written:])
+
+    def _next_chunk(self) -> bytes:
+        """Take up to :data:`CHUNK` bytes off the backlog, whole lines joined (one write for a tick's lines,
+        not one per line), or the head of a line longer than that."""
+        first = self.pending.popleft()
+        if len(first) > CHUNK:
+            self.pending.appendleft(first[CHUNK:])
+            return first[:CHUNK]
+        parts, size = [first], len(first)
+        while self.pending and size + len(self.pending[0]) <= CHUNK:
+            line = self.pending.popleft()
+            parts.append(line)
+            size += len(line)
+        return b"".join(parts) if len(parts) > 1 else first

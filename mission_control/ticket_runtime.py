@@ -54,18 +54,26 @@ def _move_aside(path: Path) -> None:
 
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` as a new owner-only file at ``path``, replacing what is there without following
-    it (a symlink a run left there is replaced, its target untouched). Text that UTF-8 cannot carry
-    (lone surrogates) is written as U+FFFD."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+    it (a symlink a run left there is removed, its target untouched). Created in place, not renamed
+    into place: each run's files have names of their own, read only by the run started after this.
+    Text that UTF-8 cannot carry (lone surrogates) is written as U+FFFD."""
+    data = utf8_safe(text).encode("utf-8")
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(utf8_safe(text))
-        os.replace(tmp, path)
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        path.unlink()  # a file or link of that name (an earlier try of the same review): never followed
+        fd = os.open(path, flags, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            path.unlink()
         raise
+    finally:
+        os.close(fd)
 
 
 def _open_log(path: Path) -> int:

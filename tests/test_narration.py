@@ -46,3 +46,29 @@ def test_each_event_is_one_line_with_time_ticket_action_detail_and_actor() -> No
     assert line.endswith(" MC-7 dispatch: attempt 1 started (worker default) [host]\n") and line.startswith("mc: ")
     os.close(read_end)
     os.close(write_end)
+
+
+def test_the_lines_of_a_tick_go_out_in_one_write_in_order(mocker) -> None:
+    read_end, write_end = os.pipe()
+    narrator = Narrator(write_end)
+    for number in range(10):
+        narrator.event("MC-1", event(f"attempt {number} started"))
+    writes = mocker.spy(os, "write")
+    narrator.flush()
+    assert writes.call_count == 1
+    lines = os.read(read_end, 1 << 16).decode().splitlines()
+    assert [line.split(" started")[0].rsplit(" ", 1)[1] for line in lines] == [str(n) for n in range(10)]
+    os.close(read_end)
+    os.close(write_end)
+
+
+def test_a_line_longer_than_a_pipe_write_goes_out_whole_in_pieces() -> None:
+    read_end, write_end = os.pipe()
+    narrator = Narrator(write_end)
+    narrator.line("x" * 10_000 + "\n")
+    narrator.line("next\n")
+    narrator.flush(wait=1.0)
+    seen = os.read(read_end, 1 << 16)
+    assert seen == b"x" * 10_000 + b"\nnext\n" and narrator.size == 0
+    os.close(read_end)
+    os.close(write_end)
