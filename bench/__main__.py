@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from bench.bare_loop import bare_loop
+
 ROOT = Path(__file__).resolve().parent
 WORKER_DONE = ["sh", "-c", "echo 'DONE: 0123abcd'"]
 # The first attempt of every ticket dies; {attempt} is a separate argument, never part of the script.
@@ -190,11 +192,17 @@ def throughput(
 
 
 def lifecycle(base: Path, tickets: int, database: str = "mc.db") -> dict[str, Any]:
-    """Straight through: every worker prints DONE at once, every review passes at once."""
+    """Straight through: every worker prints DONE at once, every review passes at once. On SQLite, also
+    the bare loop of bench/bare_loop.py over the same tickets: the floor plus a store, no policy."""
     root = mc_root(base, f"lifecycle-{uuid.uuid4().hex[:6]}", WORKER_DONE, database=database)
     add_tickets(root, tickets)
     elapsed, _, stats = run_until_idle(root)
-    return throughput(tickets, elapsed, stats, [WORKER_DONE, REVIEWER_PASS], base)
+    figure = throughput(tickets, elapsed, stats, [WORKER_DONE, REVIEWER_PASS], base)
+    if not database.startswith("postgresql://"):
+        bare_rate = tickets / bare_loop(base, tickets, WORKER_DONE, REVIEWER_PASS)
+        figure["bare_loop_tickets_per_s"] = bare_rate
+        figure["bare_loop_ratio"] = bare_rate / figure["floor_tickets_per_s"]
+    return figure
 
 
 def retry_path(base: Path, tickets: int, database: str = "mc.db") -> dict[str, Any]:
@@ -551,6 +559,14 @@ def table(results: dict[str, Any]) -> str:
     runs = [k for k in sc if k.startswith("run_")]
     rows = [
         workload_row("lifecycle throughput, SQLite", life),
+        (
+            "bare loop with a store (reference)",
+            f"{life['bare_loop_tickets_per_s']:.1f} t/s: the lifecycle's processes and three SQLite transactions "
+            "per batch, no policy (bench/bare_loop.py)",
+            f"ratio {life['bare_loop_ratio']:.2f}",
+            "(no target)",
+            True,
+        ),
         workload_row("retry path, SQLite", retry),
         (
             "death -> retry start",
