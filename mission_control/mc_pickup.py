@@ -182,7 +182,8 @@ class Pickup:
 
     def tick(self) -> bool:
         """One pass: housekeeping, then a step, then wait for a process to exit (or a wake-up, or the
-        next poll) and store what ended. False when the loop should end."""
+        next poll), store what ended and start the reviews of what reported DONE. False when the loop
+        should end."""
         if drain_wakeups():  # another process changed something: look now, not at the next poll
             self.dirty = True
         self.housekeeping()
@@ -198,9 +199,10 @@ class Pickup:
         timeout = 0.0 if self.dirty else max(0.0, self.next_poll - time.monotonic())
         self.narrator.flush()
         self.unrecorded += self.watcher.wait(timeout)
-        if self.unrecorded:
-            self.reports.record_exits(self.unrecorded)
+        if self.unrecorded:  # stored, and the reviews of new DONEs gated, in one transaction
+            gated = self.reports.record_exits(self.unrecorded, then=self.reviews.gate_due)
             self.unrecorded = []
+            self.reviews.launch(gated)
             self.dirty = True
         return True
 

@@ -22,6 +22,8 @@ from mission_control.store.transactions import write
 Verify = Callable[[Ticket, str, "str | None"], "str | None"]
 # A reviewer's verdict on a run: (run, ticket, verdict, reasons, gaps, what its agent CLI reported).
 Judged = tuple[WorkerRun, Ticket, str, list[str], list[str], "agents.AgentReport | None"]
+# Runs in the transaction that stores exits, with the runs now waiting for a review: those whose review it gated.
+Then = Callable[[list[WorkerRun]], list[WorkerRun]]
 
 
 def own_share(run: WorkerRun, said: agents.AgentReport) -> dict[str, Any]:
@@ -44,10 +46,12 @@ class Reports:
         self.ctx = ctx
         self.verify = verify
 
-    def record_exits(self, processes: list[rt.Process]) -> None:
+    def record_exits(self, processes: list[rt.Process], then: Then | None = None) -> list[WorkerRun]:
         """Processes ended: read what they reported and check DONE claims (outside any transaction),
-        then store it all in one transaction, before anything acts on it. The output descriptors are
-        released only once that committed, so a store that failed (a lost connection) can be retried."""
+        then store it all in one transaction. ``then`` runs in that transaction too, once everything is
+        stored, with the runs that now wait for a review (the loop gates their reviews there); what it
+        returns is returned. The output descriptors are released only once that committed, so a store
+        that failed (a lost connection) can be retried."""
         runs = queries.runs_with_tickets([p.run_id for p in processes])
         reports: list[tuple[WorkerRun, outcomes.WorkerOutcome]] = []
         judged: list[Judged] = []
@@ -64,9 +68,10 @@ class Reports:
                 judged.append((run, run.ticket, *verdict, said))
             else:
                 reports.append((run, self.worker_outcome(run, process)))
-        self.store(reports, judged, interrupted)
+        waiting = self.store(reports, judged, interrupted, then)
         for process in processes:
             process.release()  # stored: the controller's descriptors of its output can go
+        return waiting
 
     def worker_outcome(self, run: WorkerRun, process: rt.Process | None) -> outcomes.WorkerOutcome:
         """Read a finished worker run and check its DONE claim with the plugins, so a refused claim is
@@ -87,13 +92,14 @@ class Reports:
         reports: list[tuple[WorkerRun, outcomes.WorkerOutcome]],
         judged: list[Judged],
         interrupted: Sequence[WorkerRun] = (),
-    ) -> None:
+        then: Then | None = None,
+    ) -> list[WorkerRun]:
         """Store worker reports and review verdicts, and forget reviews stopped by a shutdown (one
-        transaction); then remove the reviewers' checkouts (outside the store, after commit)."""
+        transaction, which ends with ``then``: see :meth:`record_exits`); then remove the reviewers'
+        checkouts (outside the store, after commit)."""
 
-        def store() -> None:
-            for run, outcome in reports:
-                self.store_report(run, run.ticket, outcome)
+        def store() -> list[WorkerRun]:
+            waiting = [run for run, outcome in reports if self.store_report(run, run.ticket, outcome)]
             for run, ticket, verdict, reasons, gaps, said in judged:
                 if verdict == "pass" and run.review_stage + 1 < len(self.ctx.config.reviewer.stages):
                     self.store_stage_pass(run, ticket, said)  # a cheap stage passed: the next one is due
@@ -101,13 +107,16 @@ class Reports:
                     self.store_verdict(run, ticket, verdict, reasons, gaps, said)
             for run in interrupted:
                 queries.review_ended(run.id)
+            gated = then(waiting) if then is not None and waiting else []
             faults.crash_point("report:before-commit")
+            return gated
 
-        write(store)
+        gated = write(store)
         faults.crash_point("report:after-commit")
         for run in [*(run for run, *_ in judged), *interrupted]:
             ticket = run.ticket
             worktrees.remove_review_checkout(self.ctx.config.root, ticket.key, ticket.repo or run.workdir or "")
+        return gated
 
     def record(self, run: WorkerRun, outcome: outcomes.WorkerOutcome) -> None:
         """Store one worker's report (recovery and start failures; exits go through record_exits)."""
@@ -172,8 +181,9 @@ class Reports:
             actor = shadow_reviewer.REVIEWER_NAME
             controller.record(ticket, events.VERDICT, detail, kind="report", actor=actor, data=facts)
 
-    def store_report(self, run: WorkerRun, ticket: Ticket, outcome: outcomes.WorkerOutcome) -> None:
-        """Inside a transaction: the report on its run (once), and the sha on a still-held ticket."""
+    def store_report(self, run: WorkerRun, ticket: Ticket, outcome: outcomes.WorkerOutcome) -> bool:
+        """Inside a transaction: the report on its run (once), and the sha on a still-held ticket. True when
+        that left the run waiting for a review (a DONE stored on a still-held ticket, with a reviewer)."""
         said = outcome.agent
         fields: dict[str, Any] = {
             "ended_at": time.time(),
@@ -185,10 +195,10 @@ class Reports:
         facts: dict[str, Any] = {"attempt": run.attempt}
         if outcome.requeue:
             self.store_requeue(run, ticket, outcome.requeue, fields)
-            return
+            return False
         if outcome.unstartable:
             self.store_unstartable(run, ticket, outcome.unstartable, fields)
-            return
+            return False
         if sha:
             fields.update(outcome="done", done_sha=sha, leftovers="\n".join(outcome.leftovers) or None)
             facts["sha"] = sha
@@ -219,13 +229,14 @@ class Reports:
             fields["applied_at"] = time.time()  # consumed: the ticket moved on without it
             detail += " (not applied: the ticket was changed meanwhile)"
         if not queries.store_run_report(run.id, run.token, fields):
-            return  # already recorded, or the attempt now belongs to another controller (fencing)
+            return False  # already recorded, or the attempt now belongs to another controller (fencing)
         for name, value in fields.items():
             setattr(run, name, value)
+        reviewing = bool(sha) and fenced and self.ctx.config.reviewer.enabled
         if sha and fenced:
-            status = "in_review" if self.ctx.config.reviewer.enabled else ticket.status
-            queries.set_done_sha(ticket.id, sha, status)
+            queries.set_done_sha(ticket.id, sha, "in_review" if reviewing else ticket.status)
         self.ctx.controller.record(ticket, action, detail, kind="report", actor=actor, data=facts)
+        return reviewing
 
     def store_requeue(self, run: WorkerRun, ticket: Ticket, why: str, fields: dict[str, Any]) -> None:
         """Inside a transaction: a run its own controller stopped (a shutdown) is not a death. It is
