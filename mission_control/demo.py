@@ -155,7 +155,7 @@ def run_demo(keep: bool = False) -> int:
         print("\n--- circuit breaker: a broken agent CLI kills every run ---")
         broken = [add(title=f"Broken agent {i}", body="script: die, die") for i in range(1, 4)]
         _run(config_path)
-        status = flags.killswitch_status(root)
+        status = flags.cluster_killswitch() or {}  # the breaker engages it for every host: the store's flag
         print(f"kill-switch engaged by {status.get('who')}: {status.get('reason')}")
         print(
             "runs of the broken tickets: "

@@ -294,6 +294,7 @@ def test_demo_runs_every_path(tmp_path: Path) -> None:
         "operator_guard: veto",
         "Reopened by the operator",
         "fail 1/3, sent back to worker",
+        "kill-switch engaged by circuit_breaker: circuit breaker: 5 worker deaths",
     ):
         assert expected in result.stdout
 
