@@ -77,3 +77,24 @@ def test_an_attempt_its_dead_controller_never_started_goes_back_to_todo_without_
     assert "attempt 1 never started; back to todo" in [
         e.detail for e in Event.select().where(Event.action == "recover")
     ]
+
+
+def test_a_done_reported_after_its_ticket_moved_on_is_stored_but_never_applied(loop_config: Config) -> None:
+    ticket = add(loop_config, "pass")
+
+    def moved_while_running(kind: str, run: WorkerRun, plan: Launch) -> tuple[int, str]:
+        # A person blocks the ticket while its worker runs: the claim the run started under is gone.
+        Ticket.update(status="blocked", claimed_by=None, claim_token=Ticket.claim_token + 1).where(
+            Ticket.id == ticket.id
+        ).execute()
+        return by_title(kind, run, plan)
+
+    starts = ScriptedStarts(moved_while_running)
+    run_until_idle(loop_config, starts)
+    held = Ticket.get_by_id(ticket.id)
+    run = WorkerRun.get(WorkerRun.ticket == ticket.id)
+    assert (held.status, held.done_sha) == ("blocked", None)
+    assert (run.outcome, run.done_sha, run.applied_at is not None) == ("done", f"{SHA}1", True)
+    assert [kind for kind, _, _ in starts.started] == ["worker"]  # no review of a sha nobody will apply
+    done = Event.get((Event.ticket == ticket.id) & (Event.action == "done"))
+    assert "not applied: the ticket was changed meanwhile" in done.detail

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from types import SimpleNamespace
+
+import pytest
 
 from mission_control.narration import Narrator
 
@@ -62,13 +66,31 @@ def test_the_lines_of_a_tick_go_out_in_one_write_in_order(mocker) -> None:
     os.close(write_end)
 
 
-def test_a_line_longer_than_a_pipe_write_goes_out_whole_in_pieces() -> None:
-    read_end, write_end = os.pipe()
+def test_a_line_longer_than_the_room_left_in_a_pipe_never_blocks_and_goes_out_whole() -> None:
+    read_end, write_end = os.pipe()  # stderr is a blocking descriptor: a write larger than the room left waits
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"." * 4096)
+    os.set_blocking(write_end, True)
+    backlog = os.read(read_end, 8192)  # room for two pipe writes, not for the line below
     narrator = Narrator(write_end)
     narrator.line("x" * 10_000 + "\n")
     narrator.line("next\n")
-    narrator.flush(wait=1.0)
-    seen = os.read(read_end, 1 << 16)
-    assert seen == b"x" * 10_000 + b"\nnext\n" and narrator.size == 0
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("narration blocked the controller"))
+    signal.setitimer(signal.ITIMER_REAL, 2.0)
+    try:
+        narrator.flush()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    os.set_blocking(read_end, False)
+    while narrator.size:  # the reader catches up: the rest goes out, in order
+        with contextlib.suppress(BlockingIOError):
+            backlog += os.read(read_end, 1 << 16)
+        narrator.flush(wait=0.1)
+    with contextlib.suppress(BlockingIOError):
+        backlog += os.read(read_end, 1 << 16)
+    assert backlog.lstrip(b".") == b"x" * 10_000 + b"\nnext\n"
     os.close(read_end)
     os.close(write_end)

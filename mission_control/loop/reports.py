@@ -224,17 +224,19 @@ class Reports:
                     outcome.refused_by,
                     f"attempt {run.attempt}: {death.reason}",
                 )
-        fenced = queries.ticket_token(ticket.id) == run.token
-        if not fenced:
-            fields["applied_at"] = time.time()  # consumed: the ticket moved on without it
-            detail += " (not applied: the ticket was changed meanwhile)"
         if not queries.store_run_report(run.id, run.token, fields):
             return False  # already recorded, or the attempt now belongs to another controller (fencing)
+        reviewing = bool(sha) and self.ctx.config.reviewer.enabled
+        if sha:  # the sha goes on the ticket only while it is still this run's: the update is the fence
+            fenced = queries.set_done_sha(ticket.id, run.token, sha, "in_review" if reviewing else ticket.status)
+        else:
+            fenced = queries.ticket_token(ticket.id) == run.token
+        if not fenced:
+            fields["applied_at"] = queries.consume_report(run.id)  # the ticket moved on without it
+            detail += " (not applied: the ticket was changed meanwhile)"
+            reviewing = False
         for name, value in fields.items():
             setattr(run, name, value)
-        reviewing = bool(sha) and fenced and self.ctx.config.reviewer.enabled
-        if sha and fenced:
-            queries.set_done_sha(ticket.id, sha, "in_review" if reviewing else ticket.status)
         self.ctx.controller.record(ticket, action, detail, kind="report", actor=actor, data=facts)
         return reviewing
 

@@ -322,9 +322,23 @@ def count_review_start(run: WorkerRun) -> None:
     update_row(WorkerRun, run.id, review_starts=run.review_starts + 1)  # from the row as read: safe to re-run
 
 
-def set_done_sha(ticket_id: int, sha: str, status: str) -> None:
-    """A held ticket's reported sha, and the status it waits in."""
-    update_row(Ticket, ticket_id, done_sha=sha, status=status, updated_at=time.time())
+def set_done_sha(ticket_id: int, token: int, sha: str, status: str) -> bool:
+    """A held ticket's reported sha, and the status it waits in, if the ticket is still under the claim
+    ``token``; False (and nothing changed) if it moved on (fencing)."""
+
+    def build(p: Any) -> Any:
+        changes = {Ticket.done_sha: p.sha, Ticket.status: p.status, Ticket.updated_at: p.now}
+        return Ticket.update(changes).where((Ticket.id == p.id) & (Ticket.claim_token == p.token))
+
+    values = {"id": ticket_id, "token": token, "sha": sha, "status": status, "now": time.time()}
+    return prepared.count("set_done_sha", build, **values) > 0
+
+
+def consume_report(run_id: int) -> float:
+    """Mark a stored report consumed without applying it (its ticket moved on without it); returns when."""
+    now = time.time()
+    update_row(WorkerRun, run_id, applied_at=now)
+    return now
 
 
 # -- tickets ----------------------------------------------------------------------------------------
