@@ -29,7 +29,8 @@ def main(argv: list[str]) -> int:
     execute_sql, enter = pw.Database.execute_sql, pw._transaction.__enter__
 
     def counted_execute(self: pw.Database, sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
-        verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "?"
+        statement = sql.split(";", 1)[1] if sql.startswith("BEGIN TRANSACTION") else sql  # BEGIN sent along
+        verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "?"
         if verb not in CONTROL:
             statements[verb] += 1
         return execute_sql(self, sql, params, *args, **kwargs)

@@ -8,6 +8,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import peewee as pw
 
@@ -23,10 +24,11 @@ def open_database(database: str, create: bool = False) -> pw.Database:
     """
     if database.startswith("postgresql://"):
         try:
-            from playhouse.db_url import connect
+            from playhouse.db_url import connect, register_database
         except ImportError as exc:  # pragma: no cover - peewee always ships db_url
             raise StoreError(str(exc)) from None
         shown = redacted(database)
+        register_database(PostgresStore, "postgresql")  # connect() parses the URL into our class
         try:
             real = connect(database)
         except ImportError:
@@ -80,6 +82,47 @@ def open_database(database: str, create: bool = False) -> pw.Database:
                 f"{where}: the schema is older than this mc (no {missing[0]}); run `mc init` to migrate it"
             )
     return real
+
+
+class PostgresStore(pw.PostgresqlDatabase):
+    """PostgreSQL with each transaction's ``BEGIN`` sent in the round trip of its first statement: there,
+    a statement costs mostly its round trip (about a tenth of the controller's round trips were BEGINs).
+
+    Every statement goes through :meth:`execute_sql`, so none can run outside the transaction it is in.
+    A transaction that runs no statement sends neither ``BEGIN`` nor ``COMMIT``."""
+
+    # peewee's own, not in its type stubs: the connection's state, the driver adapter, the default isolation
+    _state: Any
+    _adapter: Any
+    _isolation_level: Any
+
+    def begin(self, isolation_level: Any = None) -> None:
+        """Start a transaction: its ``BEGIN`` goes with the first statement."""
+        level = self._isolation_level if isolation_level is None else isolation_level
+        isolation = f" ISOLATION LEVEL {self._adapter.isolation_level_str(level)}" if level else ""
+        self._state.deferred_begin = f"BEGIN TRANSACTION{isolation}"
+
+    def execute_sql(self, sql: str, params: Any = None) -> Any:
+        """Run ``sql``, after the ``BEGIN`` of the transaction it opens, in one round trip."""
+        begin = self._take_begin()
+        if begin is not None and self._state.transactions:
+            sql = f"{begin}; {sql}"
+        return super().execute_sql(sql, params)
+
+    def commit(self) -> None:
+        """Commit the transaction, if a statement started it."""
+        if self._take_begin() is None:
+            super().commit()
+
+    def rollback(self) -> None:
+        """Roll the transaction back, if a statement started it."""
+        if self._take_begin() is None:
+            super().rollback()
+
+    def _take_begin(self) -> str | None:
+        begin: str | None = getattr(self._state, "deferred_begin", None)
+        self._state.deferred_begin = None
+        return begin
 
 
 _OPENED: dict[str, tuple[int, int]] = {}  # SQLite files as they were when opened: (device, inode)
