@@ -566,6 +566,34 @@ def test_10_a_hook_time_limit_gives_back_an_alarm_armed_before_it(mc_controller:
     assert 0 < left <= before
 
 
+def test_10_a_hook_that_swallows_its_time_limit_is_stopped_again_until_it_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mc_hooks import deadline
+
+    monkeypatch.setattr(deadline, "REPEAT", 0.1)
+    swallowed = 0
+    with pytest.raises(deadline.HookTimeout, match="0.2 s time limit"), deadline.time_limit(0.2):
+        while swallowed < 3:
+            try:
+                time.sleep(30)
+            except deadline.HookTimeout:
+                swallowed += 1
+        time.sleep(30)
+    assert swallowed == 3
+
+
+def test_10_a_limited_call_whose_exit_a_signal_cut_short_is_never_stopped_afterwards() -> None:
+    from mc_hooks.deadline import time_limit
+
+    cut_short = time_limit(0.1)
+    cut_short.__enter__()  # its `with` block ended without its exit running
+    del cut_short
+    time.sleep(0.5)  # past its limit: nothing may be raised here, in code the limit never covered
+    with time_limit(5):
+        pass
+
+
 def _kill_connections(postgres_admin: object, database: str) -> int:
     """Terminate every server connection to ``database`` (what an administrator or a restarting
     server does); the number killed."""
