@@ -145,5 +145,7 @@ class time_limit:  # noqa: N801 - used like a function: `with time_limit(5):`
             return
         if _calls and _calls[-1] is call:
             _calls.pop()
-        else:  # an inner call's exit was cut short by a signal: its entry goes too
-            _calls[:] = [c for c in _calls if c is not call and c.owner() is not None]
+            if not _calls or _calls[-1].owner() is not None:
+                return
+        # A call whose exit a signal cut short left its entry: it goes now.
+        _calls[:] = [c for c in _calls if c is not call and c.owner() is not None]

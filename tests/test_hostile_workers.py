@@ -584,6 +584,7 @@ def test_10_a_hook_that_swallows_its_time_limit_is_stopped_again_until_it_return
 
 
 def test_10_a_limited_call_whose_exit_a_signal_cut_short_is_never_stopped_afterwards() -> None:
+    from mc_hooks import deadline
     from mc_hooks.deadline import time_limit
 
     cut_short = time_limit(0.1)
@@ -592,6 +593,7 @@ def test_10_a_limited_call_whose_exit_a_signal_cut_short_is_never_stopped_afterw
     time.sleep(0.5)  # past its limit: nothing may be raised here, in code the limit never covered
     with time_limit(5):
         pass
+    assert not deadline._calls  # and what it left is gone once the next call ends
 
 
 def _kill_connections(postgres_admin: object, database: str) -> int:
