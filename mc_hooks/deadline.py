@@ -75,14 +75,19 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         os.kill(os.getpid(), signum)
 
 
+def _live() -> list[_Call]:
+    """The calls under way whose ``with`` block has not ended, outermost first."""
+    return [call for call in list(_calls) if call.owner() is not None]
+
+
 def _watch() -> None:
     while True:
         _busy.wait()
         time.sleep(WATCH)
-        calls = [call for call in list(_calls) if call.owner() is not None]
+        calls = _live()
         if not calls:
             _busy.clear()
-            if _calls:  # one started between the look and the clear
+            if _live():  # one started between the look and the clear
                 _busy.set()
             continue
         now = time.monotonic()

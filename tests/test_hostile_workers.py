@@ -556,7 +556,7 @@ def test_10_a_plugin_hook_that_hangs_inside_the_apply_transaction_is_stopped_at_
     assert "about to sleep" not in [c.body for c in after.comments]  # what it wrote before it hung rolled back
 
 
-def test_10_a_hook_time_limit_gives_back_an_alarm_armed_before_it(mc_controller: Controller) -> None:
+def test_10_a_hook_time_limit_leaves_an_alarm_armed_before_it_alone(mc_controller: Controller) -> None:
     from mc_hooks.deadline import time_limit
 
     before = signal.getitimer(signal.ITIMER_REAL)[0]  # this module's no_hang alarm
