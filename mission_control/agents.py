@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -91,6 +92,9 @@ class Preset:
     # Directories it makes directly under /tmp whatever TMPDIR says ("{uid}": the user id); in the sandbox
     # each run gets a private one there (the host's /tmp is read-only inside).
     fixed_tmp: ClassVar[tuple[str, ...]] = ()
+    # The hosts its CLI calls by default (its API, its login's token refresh): a sandboxed run may reach
+    # these, the hosts its base URL variables name, and its profile's allowed_hosts; nothing else.
+    api_hosts: ClassVar[tuple[str, ...]] = ()
 
     def worker_argv(
         self, settings: AgentSettings, resume: str | None, spend_cap: float | None = None, paths: RunPaths = RunPaths()
@@ -122,6 +126,7 @@ class ClaudeCode(Preset):
 
     name: ClassVar[str] = "claude-code"
     executable: ClassVar[str] = "claude"
+    api_hosts: ClassVar[tuple[str, ...]] = ("api.anthropic.com:443", "console.anthropic.com:443")
     # Enough to stage and commit in its own worktree; never push, never anything else by default.
     worker_tools: ClassVar[tuple[str, ...]] = (
         "Bash(git add:*)",
@@ -251,6 +256,7 @@ class Codex(Preset):
 
     name: ClassVar[str] = "codex"
     executable: ClassVar[str] = "codex"
+    api_hosts: ClassVar[tuple[str, ...]] = ("api.openai.com:443", "auth.openai.com:443", "chatgpt.com:443")
     schema_file: ClassVar[bool] = True
     names_git_dirs: ClassVar[bool] = True
     fixed_tmp: ClassVar[tuple[str, ...]] = ("codex-daemon-{uid}",)  # its Linux sandbox helper's
@@ -351,6 +357,8 @@ class Aider(Preset):
 
     name: ClassVar[str] = "aider"
     executable: ClassVar[str] = "aider"
+    # Its model decides: OpenAI's and Anthropic's here; any other provider's host goes in allowed_hosts.
+    api_hosts: ClassVar[tuple[str, ...]] = ("api.openai.com:443", "api.anthropic.com:443")
     prompt_on_stdin: ClassVar[bool] = False
     reviews: ClassVar[bool] = False  # it has no read-only mode and no structured output
     needs_state: ClassVar[bool] = True
@@ -484,12 +492,22 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+# A reported figure beyond these is not a figure (JSON's Infinity and NaN parse; 1e400 is infinity):
+# unreported, so it never reaches the store, the budget or the circuit breaker.
+MAX_COST_USD = 1e9
+MAX_TOKENS = 2**53
+
+
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
+    """A cost as reported: a finite, non-negative number of dollars, or None (unreported)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    return float(value) if math.isfinite(value) and 0 <= value <= MAX_COST_USD else None
 
 
 def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    """A token or turn count as reported: a non-negative integer in range, or None (unreported)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS else None
 
 
 def _error_text(result: dict[str, Any]) -> str:

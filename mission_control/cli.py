@@ -236,7 +236,8 @@ def cmd_board(args: argparse.Namespace, config: Config) -> int:
     except ImportError as exc:
         raise UsageError(f"mc board needs the web extra ({exc.name} is missing): pip install 'mc-hooks[web]'") from None
     open_store(config)
-    return serve(config, host=args.host, port=args.port, token=args.token or config.board_token)
+    token = args.token or config.board_token
+    return serve(config, host=args.host, port=args.port, token=token, allowed_hosts=args.allowed_host)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -325,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("board", help="serve the live web board (read-only; needs the web extra)")
     board.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     board.add_argument("--port", type=int, default=8700, help="port (default 8700)")
+    board.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name the board is reached by (a Host it answers to besides loopback and --host)",
+    )
     board.add_argument("--token", help="require this bearer token (or board.token in config.yaml); needed off loopback")
     _config_after_the_command(parser)
     return parser

@@ -17,6 +17,7 @@ from mission_control.controller import Controller
 from mission_control.store import queries
 from mission_control.store.connection import open_database
 from mission_control.store.models import Ticket
+from mission_control.text import printable, utf8_safe
 
 SHA = re.compile(r"[0-9a-fA-F]{7,40}")
 
@@ -59,9 +60,8 @@ def ticket_by_key(controller: Controller, key: str) -> Ticket:
 
 
 def emit_json(data: Any) -> None:
-    """Print ``data`` as indented JSON."""
-    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+    """Print ``data`` as indented JSON (valid UTF-8 whatever text it holds: a lone surrogate is U+FFFD)."""
+    sys.stdout.write(utf8_safe(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")
 
 
 def valid_sha(value: str) -> str:
@@ -90,7 +90,5 @@ def refuse_inside_a_run(what: str) -> None:
 
 
 def shown(text: str, keep_lines: bool = False) -> str:
-    """Untrusted text as it may be printed to a terminal: control characters (ANSI escapes, carriage
-    returns, ...) written as escapes, so a title cannot repaint the screen or fake a line."""
-    keep = "\n\t" if keep_lines else "\t"
-    return "".join(ch if ch.isprintable() or ch in keep else ch.encode("unicode_escape").decode() for ch in text)
+    """Untrusted text as it may be printed to a terminal (see :func:`text.printable`)."""
+    return printable(text, keep_lines)

@@ -65,6 +65,8 @@ class AgentSettings:
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     writable_paths: tuple[str, ...] = ()  # what a sandboxed run may write besides its worktree (absolute)
     price_per_mtok: tuple[float, float] | None = None  # USD per million (input, output) tokens
+    network: str = "allowlist"  # allowlist: its API, base URLs and allowed_hosts only (sandboxed); open
+    allowed_hosts: tuple[str, ...] = ()  # host[:port] a sandboxed run may reach besides its API
 
     @property
     def program(self) -> str | None:
@@ -227,7 +229,20 @@ def _agent_settings(
         "stall_timeout": section.number("stall_timeout", DEFAULT_STALL_TIMEOUT),
         "writable_paths": _absolute_paths(section, "writable_paths"),
         "price_per_mtok": _prices(section),
+        "network": section.text("network", "allowlist", "allowlist|open", "allowlist or open"),
+        "allowed_hosts": _hosts(section, "allowed_hosts"),
     }
+
+
+def _hosts(section: Section, key: str) -> tuple[str, ...]:
+    """``allowed_hosts``: ``host``, ``host:port`` or a URL each (port 443 when none is given)."""
+    from mission_control.egress import parse_target
+
+    hosts = section.text_list(key, []) or []
+    for host in hosts:
+        if parse_target(host) is None:
+            raise section.error(key, "host or host:port names (e.g. registry.npmjs.org:443)", host)
+    return tuple(hosts)
 
 
 def _prices(section: Section) -> tuple[float, float] | None:
@@ -384,7 +399,7 @@ def parse_config(raw: Any, file: str, root: Path, env: Mapping[str, str]) -> Con
         operator=operator,
         plugins=plugins,
         keep_worktrees=top.flag("keep_worktrees", False),
-        sandbox=top.text("sandbox", "auto", "auto|on|off", "auto, on or off"),
+        sandbox=_auto_on_off(top, "sandbox"),
         max_workers=top.integer("max_workers", 2, minimum=1),
         poll_interval=top.number("poll_interval", 1.0),
         grace_period=top.number("grace_period", 30.0, strict=False),
@@ -437,3 +452,13 @@ def _with_mtime(config: Config, path: Path) -> Config:
     except OSError:
         mtime = 0
     return replace(config, mtime_ns=mtime)
+
+
+def _auto_on_off(section: Section, key: str) -> str:
+    """``auto``, ``on`` or ``off``. YAML reads an unquoted ``on``/``off`` (as the docs write them) as a
+    boolean: true means on, false off."""
+    raw = section.data.get(key)
+    if isinstance(raw, bool):
+        section.accept(key)
+        return "on" if raw else "off"
+    return section.text(key, "auto", "auto|on|off", "auto, on or off")

@@ -94,6 +94,16 @@ class Controller(TicketReads):
         """The owner as written in messages (``Elmar``)."""
         return self.config.owner_title
 
+    def verified_repository(self, ticket: Ticket) -> Path | None:
+        """Mission Control's verified copy of the ticket's branch, where a DONE claim is checked: a bare
+        git repository holding exactly what the ticket's runs committed (hashed on arrival, no replace
+        refs, no configuration a run wrote), its branch at the latest such commit. None for a ticket
+        that works without git."""
+        if not ticket.branch:
+            return None
+        path = self.config.root / "worktrees" / f"{ticket.key}.git"
+        return path if path.is_dir() else None
+
     def plugin_config(self, name: str | None = None) -> Mapping[str, Any]:
         """A plugin's own config section (default: the plugin being called)."""
         return self.config.plugins.get(name or self.actor, {})

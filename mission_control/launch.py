@@ -9,11 +9,11 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mission_control import agents, prompts, sandbox, worktrees
+from mission_control import agents, egress, prompts, sandbox, worktrees
 from mission_control import ticket_runtime as rt
 from mission_control.config import TESTS_STAGE, AgentSettings, Config
 from mission_control.store import queries
@@ -34,6 +34,7 @@ class Launch:
     timeout: float
     stall_timeout: float
     workspace: Workspace
+    egress: egress.RunEgress | None = None  # the run's way out of its network namespace (sandboxed runs)
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,13 @@ def _sandboxed(
     worker: bool,
 ) -> Launch:
     """``launch`` inside a sandbox, where the config's ``sandbox`` setting asks for one. A worker writes
-    its workspace and its repository's git directory (see :func:`_repo_mounts`); every run writes a
-    private TMPDIR, its preset's state and its profile's ``writable_paths``, reads ``readable``; the MC
-    root and the store are hidden."""
+    its clone (workspace and git directory alike); every run writes a private TMPDIR, its preset's state
+    and its profile's ``writable_paths``, reads ``readable`` and your repository's objects; the MC root,
+    the store and your repository's git directory (its refs, config, other tickets' branches) are hidden."""
     if not sandbox.enabled(config.sandbox):
         return launch
-    repo_writable, repo_readable = _repo_mounts(repo, write=worker)
-    writable = (launch.workspace.path, *repo_writable) if worker else ()
-    readable = (*readable, *repo_readable)
+    objects, repo_hidden = _repo_mounts(repo)
+    writable = (launch.workspace.path,) if worker else ()
     tmp = worktrees.run_tmp(config.root, key)
     state = preset.prepare_state(launch.env) if preset is not None else []
     if preset is not None and preset.needs_state:
@@ -122,15 +122,34 @@ def _sandboxed(
     store = Path(config.database)
     outside = config.is_sqlite and not store.is_relative_to(config.root)
     hidden_files = tuple(Path(f"{store}{suffix}") for suffix in ("", "-wal", "-shm")) if outside else ()
+    way_out = _egress(preset, settings, launch.env)
+    network: tuple[Path, ...] = () if way_out is None else (egress.socket_root(), *LOCAL_SOCKETS)
     mounts = sandbox.Mounts(
         writable=(*writable, tmp, *state, *(Path(p) for p in settings.writable_paths)),
-        readable=readable,
-        hidden=(config.root,),
+        readable=(*readable, *objects, *((way_out.directory,) if way_out else ())),
+        hidden=(config.root, *repo_hidden, *(path for path in network if path.is_dir() and not path.is_symlink())),
         hidden_files=(*hidden_files, *(path for path in planted if path.is_file() and not path.is_symlink())),
         private=_private_tmp(preset, tmp),
+        offline=way_out is not None,
     )
-    argv = sandbox.wrap(launch.argv, launch.cwd, mounts)
-    return replace(launch, argv=argv, env={**launch.env, "TMPDIR": str(tmp)})
+    argv = way_out.wrap(launch.argv) if way_out else launch.argv
+    env = {**launch.env, "TMPDIR": str(tmp), **(way_out.env() if way_out else {})}
+    return replace(launch, argv=sandbox.wrap(argv, launch.cwd, mounts), env=env, egress=way_out)
+
+
+# Where local services keep their Unix sockets (PostgreSQL's, a Docker daemon's, a session bus): hidden
+# from a run whose network is an allowlist, since a Unix socket is reached through the filesystem.
+LOCAL_SOCKETS = (Path("/run"), Path("/var/run"))
+
+
+def _egress(preset: agents.Preset | None, settings: AgentSettings, env: Mapping[str, str]) -> egress.RunEgress | None:
+    """The run's network allowlist, opened (None with ``network: open``). Raises OSError without socat."""
+    if settings.network == "open":
+        return None
+    if egress.socat() is None:
+        raise OSError("the sandbox's network allowlist needs socat, which is not installed (apt install socat)")
+    targets = egress.allowlist(preset.api_hosts if preset else (), settings.allowed_hosts, env)
+    return egress.shared().open(targets)
 
 
 def _private_tmp(preset: agents.Preset | None, tmp: Path) -> tuple[tuple[Path, Path], ...]:
@@ -161,7 +180,10 @@ def worker(
     """
     profile = config.workers.get(run.profile, config.workers["default"])
     preset = agents.preset(profile)
-    workspace = worktrees.prepare(config.root, ticket.key, ticket.repo, ticket.branch, scratch_git=preset is not None)
+    confine = confiner(config, worktrees.ticket_path(config.root, ticket.key), ticket.repo)
+    workspace = worktrees.prepare(
+        config.root, ticket.key, ticket.repo, ticket.branch, scratch_git=preset is not None, confine=confine
+    )
     logs = log_dir(config, ticket)
     prompt_file = logs / f"{run.attempt}.prompt.md"
     feedback = json.loads(run.feedback) if run.feedback else None
@@ -196,7 +218,7 @@ def worker(
     if preset is not None:
         resume = past.session if past.session and preset.has_session(run_env, past.session) else None
         paths = agents.RunPaths(
-            git_dirs=worktrees.git_dirs(workspace.path) if workspace.branch and preset.names_git_dirs else (),
+            git_dirs=(workspace.path / ".git",) if workspace.branch and preset.names_git_dirs else (),
             state=worktrees.agent_state(config.root, ticket.key) if preset.needs_state else None,
             prompt=prompt_file,
         )
@@ -218,32 +240,35 @@ def worker(
     return _sandboxed(config, ticket.key, plan, preset, profile, ticket.repo, readable, worker=True)
 
 
-def _repo_mounts(repo: str | None, write: bool) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
-    """(writable, readable) paths of a run's repository in the sandbox. A worker writes its git directory,
-    since commits need the objects and refs; its configuration, hooks and info/ stay read-only, so a run
-    cannot plant a filter, a hook or attributes that the controller's own git would then run. A reviewer
-    only reads it."""
+def _repo_mounts(repo: str | None) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """(readable, hidden) paths of your repository in a sandbox: its git directory is hidden (its refs,
+    config and worktrees: nothing of other tickets' branches or of your checkout's state), but for its
+    objects, which a ticket's clone reads in place (read-only)."""
     git_dir = worktrees.git_dir(repo) if repo else None
     if git_dir is None:
         return (), ()
-    if not write:
-        return (), (git_dir,)
-    return (git_dir,), tuple(git_dir / name for name in ("config", "hooks", "info"))
+    return (git_dir / "objects",), (git_dir,)
 
 
-def confined_git(config: Config, workspace: Workspace) -> Callable[[list[str]], list[str]] | None:
-    """How the controller runs git on a run's worktree where that reads configuration the run could have
-    written (``git status``): inside a read-only sandbox seeing only the worktree and its repository's git
-    directory; None where runs are not sandboxed (then the run already ran unconfined)."""
+def confiner(config: Config, path: Path, repo: str | None) -> worktrees.Confine:
+    """How the controller runs git on a run's clone at ``path``, whose configuration the run could have
+    written (``git status``, the clone's side of a fetch): inside a sandbox without network that reads
+    the clone and your repository's objects only; None where runs are not sandboxed (they then ran
+    unconfined themselves)."""
     if not sandbox.enabled(config.sandbox):
         return None
 
-    def confine(argv: list[str]) -> list[str]:  # git_dir looked up only when git actually runs
-        _, repo_readable = _repo_mounts(workspace.repo, write=False)
-        mounts = sandbox.Mounts(readable=(workspace.path, *repo_readable), hidden=(config.root,))
-        return sandbox.wrap(argv, workspace.path, mounts)
+    def confine(argv: list[str]) -> list[str]:  # your git dir looked up only when git actually runs
+        objects, hidden = _repo_mounts(repo)
+        mounts = sandbox.Mounts(readable=(path, *objects), hidden=(config.root, *hidden), offline=True)
+        return sandbox.wrap(argv, path, mounts)
 
     return confine
+
+
+def confined_git(config: Config, workspace: Workspace) -> worktrees.Confine:
+    """:func:`confiner` for ``workspace``."""
+    return confiner(config, workspace.path, workspace.repo)
 
 
 def workspace_of(config: Config, ticket: Ticket, run: WorkerRun) -> Workspace:
@@ -251,8 +276,8 @@ def workspace_of(config: Config, ticket: Ticket, run: WorkerRun) -> Workspace:
     commit it started from, and the git repository holding the branch (the ticket's repo, or the
     scratch repository of a preset run; None for a plain scratch directory)."""
     workdir = Path(run.workdir) if run.workdir else worktrees.ticket_path(config.root, ticket.key)
-    repo = ticket.repo or (str(workdir) if ticket.branch else None)
-    return Workspace(workdir, ticket.branch, run.base_sha, repo)
+    verified = worktrees.verified_path(config.root, ticket.key) if ticket.branch else None
+    return Workspace(workdir, ticket.branch, run.base_sha, ticket.repo, verified)
 
 
 def review_prompt(ticket: Ticket, sha: str, base: str | None) -> str:
@@ -292,7 +317,7 @@ def review(
     preset = agents.preset(settings)
     worked, sha = workspace_of(config, ticket, run), run.done_sha or ""
     repo = worked.repo
-    cwd = worktrees.review_checkout(config.root, ticket.key, repo, sha)
+    cwd = worktrees.review_checkout(config.root, ticket.key, sha)
     if cwd is None:  # not a commit here (a command worker's claim without a repo): its own directory
         cwd = worked.path
         cwd.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -308,6 +333,8 @@ def review(
     }
     stdin: Path | None = None
     readable: tuple[Path, ...] = (cwd, worker_prompt)
+    if worked.verified is not None and cwd != worked.path:  # the checkout's objects and metadata
+        readable = (*readable, worked.verified)
     if preset is not None:
         stdin = logs / f"{run.attempt}.review.md"
         rt.write_private(stdin, review_prompt(ticket, sha, run.base_sha))
@@ -329,13 +356,26 @@ def review(
         stdin,
         settings.timeout,
         settings.stall_timeout,
-        Workspace(cwd, None, sha, repo),
+        Workspace(cwd, None, sha, repo, worked.verified),
     )
     return _sandboxed(config, ticket.key, plan, preset, settings, repo, readable, worker=False)
 
 
 def start(kind: str, run: WorkerRun, launch: Launch) -> rt.Process:
-    """Start the run described by ``launch`` (raises OSError when it cannot start)."""
+    """Start the run described by ``launch`` (raises OSError when it cannot start). Its way out, if it
+    has one, closes when the process's output is released."""
+    try:
+        process = _spawn(kind, run, launch)
+    except BaseException:
+        if launch.egress is not None:
+            launch.egress.close()
+        raise
+    if launch.egress is not None:
+        process.on_release.append(launch.egress.close)
+    return process
+
+
+def _spawn(kind: str, run: WorkerRun, launch: Launch) -> rt.Process:
     return rt.spawn(
         kind,
         run.id,

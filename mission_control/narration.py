@@ -12,6 +12,7 @@ from collections import deque
 from typing import Any
 
 from mission_control.controller import short
+from mission_control.text import printable
 
 CHUNK = 4096  # a pipe reported writable takes this much without blocking (PIPE_BUF)
 BACKLOG = 1 << 20  # bytes kept for a reader that stalls
@@ -30,7 +31,9 @@ class Narrator:
     def event(self, key: str | None, event: Any) -> None:
         """Queue the line for one audit event."""
         stamp = time.strftime("%H:%M:%S", time.localtime(event.created_at))
-        line = f"mc: {stamp} {key or '-'} {event.action}: {short(event.detail, 300)} [{event.actor}]\n"
+        fields = (key or "-", event.action, short(event.detail, 300), event.actor)
+        key, action, detail, actor = (printable(str(field)) for field in fields)  # agents' words among them
+        line = f"mc: {stamp} {key} {action}: {detail} [{actor}]\n"
         self.line(line)
 
     def line(self, text: str) -> None:

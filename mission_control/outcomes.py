@@ -8,7 +8,6 @@ last JSON verdict line, or a preset's structured output.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +33,7 @@ class WorkerOutcome:
     refused_by: str | None = None  # the plugin that refused the DONE claim
     requeue: str | None = None  # stopped by its own controller (shutdown): back to todo, not a death
     unstartable: str | None = None  # can never start as configured (a prompt too long for argv): the owner's call
+    unpublished: str | None = None  # why the verified commit could not be put on the branch in the user's repo
 
     def refuse(self, reason: str, plugin: str) -> None:
         """The claim does not hold: the run counts as a death with ``reason``."""
@@ -53,7 +53,7 @@ def worker(
     stdout: Path,
     workspace: Workspace,
     process: rt.Process | None,
-    confine: Callable[[list[str]], list[str]] | None = None,
+    confine: worktrees.Confine = None,
 ) -> WorkerOutcome:
     """Read a finished worker run. ``process`` is None when it ended while no controller watched it
     (recovery): its exit status is unknown, so only what it wrote counts."""
@@ -64,7 +64,7 @@ def worker(
     if preset:
         outcome = _preset_worker(preset, profile, source, workspace, process, confine)
     else:
-        outcome = _command_worker(source, process)
+        outcome = _command_worker(source, process, workspace, confine)
     if outcome.death is not None:
         outcome.tail = tail_of(stdout, process)
     return outcome
@@ -76,10 +76,13 @@ def _death_of(process: rt.Process | None, default: str) -> Death:
     return Death.of(rt.describe_death(process), process.exit_code, process.signal, process.timed_out)
 
 
-def _command_worker(stdout: rt.Output, process: rt.Process | None) -> WorkerOutcome:
+def _command_worker(
+    stdout: rt.Output, process: rt.Process | None, workspace: Workspace, confine: worktrees.Confine
+) -> WorkerOutcome:
     cut_short = process is not None and (process.timed_out or process.stalled)
     sha = None if cut_short else rt.find_sentinel(stdout)
     if sha is not None:
+        worktrees.accept_claim(workspace, confine)  # the claim is checked against what this collects
         return WorkerOutcome(sha=sha)
     return WorkerOutcome(death=_death_of(process, "ended while its controller was down, without a DONE line"))
 
@@ -90,7 +93,7 @@ def _preset_worker(
     stdout: rt.Output,
     workspace: Workspace,
     process: rt.Process | None,
-    confine: Callable[[list[str]], list[str]] | None,
+    confine: worktrees.Confine,
 ) -> WorkerOutcome:
     said = preset.report(stdout).priced(profile.price_per_mtok)
     outcome = WorkerOutcome(agent=said)
@@ -105,7 +108,7 @@ def _preset_worker(
         why = "ended without printing a result" if process else "ended while its controller was down, without a result"
         outcome.death = Death.of(why, code)
     else:
-        outcome.sha = worktrees.new_commit(workspace)
+        outcome.sha = worktrees.new_commit(workspace, confine)
         left = [line for line in worktrees.leftovers(workspace, confine) if not _scratch(preset, line)]
         if outcome.sha is not None:
             outcome.leftovers = left

@@ -7,8 +7,9 @@ worktrees are not there), as is the store's file where it lives elsewhere; the r
 the one file of the MC root it can read. It gets a PID namespace of its own: it cannot see or signal
 the controller, and when the run's command exits every process it started ends with it. ``/tmp`` stays
 the host's, read-only; the run's ``TMPDIR`` is a private directory, and so is each directory its CLI
-makes under ``/tmp`` whatever ``TMPDIR`` says (see :func:`mount_point`). The network is left as it is:
-agents call their API.
+makes under ``/tmp`` whatever ``TMPDIR`` says (see :func:`mount_point`). The network is a namespace of
+the run's own whose only way out is the allowlist of :mod:`mission_control.egress` (unless its profile
+says ``network: open``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Mounts:
     hidden: tuple[Path, ...] = ()  # directories that look empty inside (the MC root)
     hidden_files: tuple[Path, ...] = ()  # files that look empty inside (a store outside the MC root)
     private: tuple[tuple[Path, Path], ...] = ()  # (a private directory, where it appears inside): writable
+    offline: bool = False  # a network namespace of its own with nothing in it (the controller's confined git)
 
 
 def bwrap() -> str | None:
@@ -46,6 +48,8 @@ def works() -> str | None:
     program = bwrap()
     if program is None:
         return "bubblewrap (bwrap) is not installed"
+    if shutil.which("socat") is None:
+        return "socat is not installed (a run's network allowlist needs it: apt install socat)"
     try:
         probe = subprocess.run(
             [program, *_base(), "--", "true"], capture_output=True, text=True, timeout=30, check=False
@@ -89,7 +93,7 @@ def wrap(argv: list[str], cwd: Path, mounts: Mounts) -> list[str]:
     # Outer directories first, so a path inside a hidden directory is mounted over the empty one, and a
     # hidden directory inside a writable one stays hidden.
     planned.sort(key=lambda item: len(item[0].parts))
-    args = [program, *_base()]
+    args = [program, *_base(), *(["--unshare-net"] if mounts.offline else [])]
     for path, mount in planned:
         if mount[0] == "--tmpfs" or path.exists():
             args += mount

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -83,21 +84,38 @@ def cmd_ticket_add(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+MAX_IMPORT_LINE = 1 << 20  # bytes: a ticket's JSON line, body included
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each non-blank line of ``path``, read a line at a time, each at most
+    :data:`MAX_IMPORT_LINE` bytes (UsageError otherwise, or when the file cannot be read)."""
+    try:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(iter(lambda: handle.readline(MAX_IMPORT_LINE + 1), b""), start=1):
+                if len(raw) > MAX_IMPORT_LINE:
+                    raise UsageError(f"{path}:{number}: longer than {MAX_IMPORT_LINE} bytes; nothing was added")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise UsageError(f"{path}:{number}: not UTF-8 ({exc.reason}); nothing was added") from None
+                if line.strip():
+                    yield number, line
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+
+
 def cmd_ticket_import(args: argparse.Namespace, config: Config) -> int:
     path = Path(args.file)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot be read: {exc}") from None
     allowed = {"title", "body", "repo", "worker", "branch", "max_cost_usd"}
     rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in _json_lines(path):
         try:
             item = json.loads(line)
         except ValueError as exc:
-            raise UsageError(f"{path}:{number}: invalid JSON ({exc.msg}); nothing was added") from None
+            raise UsageError(f"{path}:{number}: invalid JSON ({getattr(exc, 'msg', exc)}); nothing was added") from None
+        except RecursionError:
+            raise UsageError(f"{path}:{number}: JSON nested too deeply; nothing was added") from None
         if not isinstance(item, dict):
             raise UsageError(f"{path}:{number}: expected a JSON object; nothing was added")
         unknown = sorted(set(item) - allowed)

@@ -16,7 +16,7 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -190,6 +190,7 @@ class Process:
     output_fds: list[int] = field(default_factory=list)  # read-only fds of its logs, to see them grow
     output_size: int = -1
     grew_at: float = field(default_factory=time.time)
+    on_release: list[Callable[[], None]] = field(default_factory=list)  # run at release()
 
     @property
     def stdout(self) -> Output:
@@ -202,11 +203,14 @@ class Process:
         return self.output_fds[1] if len(self.output_fds) > 1 else self.stdout_path.with_suffix(".err")
 
     def release(self) -> None:
-        """Close the controller's descriptors of its output (once its report is read)."""
+        """Close the controller's descriptors of its output (once its report is read), and whatever else
+        it held (its network's listeners)."""
         for fd in self.output_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.output_fds = []
+        while self.on_release:
+            self.on_release.pop()()
 
     def stall_deadline(self) -> float | None:
         """When to look whether the output grew, or None when stalls are not watched."""
@@ -215,15 +219,18 @@ class Process:
         return self.grew_at + self.stall_timeout
 
     def output_grew(self, now: float) -> bool:
-        """Whether the logs grew since the last look (sizes read through the controller's own fds)."""
-        size = 0
+        """Whether the logs grew since the last look (sizes read through the controller's own fds). The
+        growth is dated by the files' last write, not by this look, so a stall is caught
+        ``stall_timeout`` after the output last grew, however long after that the look came."""
+        size, written = 0, 0.0
         for fd in self.output_fds:
             try:
-                size += os.fstat(fd).st_size
+                found = os.fstat(fd)
             except OSError:
                 continue
+            size, written = size + found.st_size, max(written, found.st_mtime)
         if size != self.output_size:
-            self.output_size, self.grew_at = size, now
+            self.output_size, self.grew_at = size, min(now, max(written, self.grew_at))
             return True
         return False
 

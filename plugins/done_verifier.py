@@ -1,10 +1,13 @@
-"""Verified DONE claims: when a ticket has a git repository, the sha a worker reports must name a
-commit that exists, is on the ticket's branch (if one is set), and is new: a descendant of the commit
-the worker started from, not that commit itself. Otherwise the run counts as a dead worker, with the
-reason, so the normal retry and escalation apply, and no review is paid for. Uses git, argv only."""
+"""Verified DONE claims: when a ticket works in git, the sha a worker reports must name a commit that
+exists, is on the ticket's branch, and is new: a descendant of the commit the worker started from, not
+that commit itself. Otherwise the run counts as a dead worker, with the reason, so the normal retry and
+escalation apply, and no review is paid for. The claim is checked in Mission Control's verified copy of
+the branch (``controller.verified_repository``), never in the run's own clone; git, argv only, with
+no system or global configuration and no replace refs."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from typing import TYPE_CHECKING
 
@@ -12,11 +15,16 @@ from mc_hooks import hookimpl
 
 if TYPE_CHECKING:
     from mc_hooks.settings import Section
+    from mission_control.controller import Controller
     from mission_control.store.models import Ticket
+
+_ENV = {"GIT_NO_REPLACE_OBJECTS": "1", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
 
 
 def _git(repo: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, timeout=60, check=False)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")}, **_ENV}
+    argv = ["git", "-c", "core.hooksPath=/dev/null", "-C", repo, *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=env)
 
 
 def claim_problem(repo: str, sha: str, branch: str | None, base: str | None) -> str | None:
@@ -32,9 +40,10 @@ def claim_problem(repo: str, sha: str, branch: str | None, base: str | None) -> 
         return f"claimed {sha[:12]}, which does not exist"
     full = resolved.stdout.strip()
     if branch:
-        if _git(repo, "rev-parse", "--verify", "-q", f"{branch}^{{commit}}").returncode != 0:
+        ref = f"refs/heads/{branch}"
+        if _git(repo, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}").returncode != 0:
             return f"claimed {sha[:12]} on branch {branch}, which does not exist"
-        if _git(repo, "merge-base", "--is-ancestor", full, branch).returncode != 0:
+        if _git(repo, "merge-base", "--is-ancestor", full, ref).returncode != 0:
             return f"claimed {sha[:12]}, which is not on branch {branch}"
     if base and full == base:
         return f"claimed the base commit {sha[:12]}: no change"
@@ -50,7 +59,10 @@ class DoneVerifier:
         pass
 
     @hookimpl
-    def verify_done_claim(self, ticket: Ticket, done_sha: str, base_sha: str | None) -> str | None:
-        if not ticket.repo:
+    def verify_done_claim(
+        self, ticket: Ticket, done_sha: str, base_sha: str | None, controller: Controller
+    ) -> str | None:
+        verified = controller.verified_repository(ticket)
+        if verified is None:
             return None
-        return claim_problem(ticket.repo, done_sha, ticket.branch, base_sha)
+        return claim_problem(str(verified), done_sha, ticket.branch, base_sha)

@@ -284,6 +284,7 @@ def agent_profile(agent: str, cli: str, server: Any) -> dict[str, Any]:
         url = server.openai_url
         provider = f'{{name="scripted", base_url="{url}", env_key="OPENAI_API_KEY", wire_api="responses"}}'
         profile["args"] = ["-c", f"model_providers.scripted={provider}", "-c", "model_provider=scripted"]
+        profile["allowed_hosts"] = [server.url]  # named in args, not in a base URL variable: allowed by name
     return profile
 
 

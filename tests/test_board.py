@@ -257,3 +257,44 @@ def test_the_board_serves_either_store(mc_root: McRoot) -> None:
         assert server.get("/health")[0] == 200
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8700", "127.0.0.1.evil.example", "10.0.0.5"])
+def test_a_request_naming_another_host_gets_400(board: Board, host: str) -> None:
+    status, _, body = board.get("/api/tickets", {"Host": host})  # a page whose DNS name was rebound here
+    assert (status, body) == (400, "400: this board does not answer to that host name\n")
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "app.localhost"])
+def test_a_request_naming_a_loopback_host_is_answered(board: Board, host: str) -> None:
+    assert board.get("/api/tickets", {"Host": f"{host}:{board.port}"})[0] == 200
+
+
+def test_the_page_cache_stays_bounded_under_a_flood_of_unknown_keys(board_root: McRoot) -> None:
+    import asyncio
+
+    from mission_control.board import pages
+    from mission_control.board.app import CACHE_ENTRIES, Reader
+    from mission_control.cli_support import open_store
+    from mission_control.config import load_config
+
+    config = load_config(board_root.config_path)
+    open_store(config)
+    reader = Reader(config)
+
+    async def flood() -> None:
+        for n in range(CACHE_ENTRIES * 4):
+            await reader.read(("ticket", f"NOPE-{n}"), lambda n=n: pages.ticket(config, f"NOPE-{n}"))
+            await reader.read(("log", f"MC-{n}"), lambda n=n: f"page {n}")
+
+    asyncio.run(flood())
+    assert len(reader.cache) == CACHE_ENTRIES  # the 404s not kept at all, the pages up to the bound
+
+
+def test_a_name_given_with_allowed_host_is_answered(board_root: McRoot) -> None:
+    server = Board(board_root, "--allowed-host", "mc.example")
+    try:
+        assert server.get("/api/tickets", {"Host": "mc.example:8700"})[0] == 200
+        assert server.get("/api/tickets", {"Host": "other.example"})[0] == 400
+    finally:
+        server.stop()

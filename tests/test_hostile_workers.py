@@ -167,17 +167,21 @@ def test_12_the_breakers_kill_switch_holds_every_controller_once_committed(
     assert not flags.killswitch_path(mc_controller.root).exists()  # nothing outside the store
 
 
-def test_19_hooks_planted_in_the_repo_never_run_when_the_controller_runs_git(tmp_path: Path) -> None:
+def test_19_hooks_planted_in_a_clone_never_run_when_the_controller_runs_git(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
+    workspace = worktrees.prepare(tmp_path / "mc", "MC-1", str(repo), None, scratch_git=True)
     ran = tmp_path / "hook-ran"
     for hook in ("post-checkout", "reference-transaction", "post-index-change"):
-        path = repo / ".git" / "hooks" / hook
+        path = workspace.path / ".git" / "hooks" / hook
         path.write_text(f"#!/bin/sh\ntouch {ran}\n", encoding="utf-8")
         path.chmod(0o755)
-    git(repo, "config", "core.fsmonitor", f"touch {ran}; false")
-    workspace = worktrees.prepare(tmp_path / "mc", "MC-1", str(repo), None, scratch_git=False)
+    git(workspace.path, "config", "core.fsmonitor", f"touch {ran}; false")
+    git(workspace.path, "commit", "-q", "--allow-empty", "-m", "work")
+    ran.unlink(missing_ok=True)
     worktrees.leftovers(workspace)
-    worktrees.new_commit(workspace)
+    sha = worktrees.new_commit(workspace)
+    assert sha is not None and worktrees.review_checkout(tmp_path / "mc", "MC-1", sha) is not None
+    assert worktrees.publish(workspace, sha) is None
     assert not ran.exists()
     subprocess.run(["git", "-C", str(workspace.path), "status"], capture_output=True, check=False)
     assert ran.exists()  # the same hooks do run for a plain git: the test would see them

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import os
-from collections.abc import AsyncIterator, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import peewee as pw
 from sse_starlette import EventSourceResponse
@@ -36,6 +39,8 @@ from mission_control.store.models import STATUSES
 
 HERE = Path(__file__).parent
 WATCH_INTERVAL = 1.0  # the store is looked at no more often than this
+CACHE_ENTRIES = 256  # pages kept per generation, least recently used first out (keys come from URLs)
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 COOKIE = "mc_board_token"
 SECURITY_HEADERS = [
     (
@@ -56,18 +61,22 @@ class Reader:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mc-board-reader")
         self.generation = 0
         self.marker: Any = None
-        self.cache: dict[tuple[Any, ...], Any] = {}
+        self.cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self.changed = asyncio.Event()
         self.reads = 0  # store reads made (the bench and tests look at it)
 
     async def read(self, key: tuple[Any, ...], fn: Callable[[], Any]) -> Any:
-        """``fn()`` in the reader thread, cached until the next change."""
+        """``fn()`` in the reader thread, cached until the next change (at most :data:`CACHE_ENTRIES`
+        pages; a page that does not exist is not kept, so made-up URLs cannot fill memory)."""
         if key in self.cache:
+            self.cache.move_to_end(key)
             return self.cache[key]
         generation = self.generation
         value = await asyncio.get_running_loop().run_in_executor(self.executor, self._call, fn)
-        if generation == self.generation:
+        if generation == self.generation and value is not None:
             self.cache[key] = value
+            while len(self.cache) > CACHE_ENTRIES:
+                self.cache.popitem(last=False)
         return value
 
     def _call(self, fn: Callable[[], Any]) -> Any:
@@ -105,14 +114,37 @@ class Reader:
             await asyncio.sleep(WATCH_INTERVAL)
 
 
-class Gate:
-    """ASGI middleware: with a token, every request carries it (``Authorization: Bearer``, or the cookie
-    that ``/?token=`` sets once); every response gets the security headers (a CSP without inline scripts)."""
+def host_name(header: str) -> str | None:
+    """The name in a ``Host`` header (``example.org:8700``, ``[::1]:8700``), lowercased; None if malformed."""
+    with contextlib.suppress(ValueError):
+        name = urlsplit(f"//{header}").hostname
+        return name.rstrip(".") if name else None
+    return None
 
-    def __init__(self, app: ASGIApp, token: str | None, reader: Reader | None = None) -> None:
+
+def loopback_name(name: str) -> bool:
+    """Whether ``name`` is a loopback name or address (what a browser on this machine sends)."""
+    if name in LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class Gate:
+    """ASGI middleware: a request whose ``Host`` is not one of the board's own names gets 400 (a page
+    of another site whose name was rebound to this machine reads nothing); with a token, every request
+    carries it (``Authorization: Bearer``, or the cookie that ``/?token=`` sets once); every response
+    gets the security headers (a CSP without inline scripts)."""
+
+    def __init__(
+        self, app: ASGIApp, token: str | None, reader: Reader | None = None, hosts: Iterable[str] = ()
+    ) -> None:
         self.app = app
         self.token = token
         self.reader = reader  # the board's store reader (tests and the bench count its reads)
+        self.hosts = frozenset(name.lower().strip("[]").rstrip(".") for name in hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,11 +156,21 @@ class Gate:
                 message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
             await send(message)
 
-        response = self.refusal(Request(scope)) if self.token is not None else None
+        request = Request(scope)
+        response = self.wrong_host(request)
+        if response is None and self.token is not None:
+            response = self.refusal(request)
         if response is not None:
             await response(scope, receive, send_with_headers)
             return
         await self.app(scope, receive, send_with_headers)
+
+    def wrong_host(self, request: Request) -> Response | None:
+        """None when the request names the board by one of its own names; otherwise a 400."""
+        name = host_name(request.headers.get("host", ""))
+        if name is not None and (loopback_name(name) or name in self.hosts):
+            return None
+        return PlainTextResponse("400: this board does not answer to that host name\n", status_code=400)
 
     def refusal(self, request: Request) -> Response | None:
         """None when the request carries the token; otherwise what to answer instead."""
@@ -145,8 +187,9 @@ class Gate:
         return PlainTextResponse("401: this board needs its token\n", status_code=401)
 
 
-def create_app(config: Config, token: str | None = None) -> Gate:
-    """The board for ``config``'s store (opened by the caller), guarded by ``token`` if given."""
+def create_app(config: Config, token: str | None = None, hosts: Iterable[str] = ()) -> Gate:
+    """The board for ``config``'s store (opened by the caller), guarded by ``token`` if given,
+    answering to loopback names and ``hosts``."""
     reader = Reader(config)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["statuses"] = STATUSES
@@ -255,4 +298,4 @@ def create_app(config: Config, token: str | None = None) -> Gate:
         Route("/api/stream", stream),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    return Gate(Starlette(routes=routes, lifespan=lifespan), token, reader)
+    return Gate(Starlette(routes=routes, lifespan=lifespan), token, reader, hosts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import sys
@@ -28,8 +29,19 @@ def is_loopback(host: str) -> bool:
     return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
 
 
-def serve(config: Config, host: str, port: int, token: str | None) -> int:
-    """Serve the board on ``host``:``port``; off loopback only with a token. Returns the exit status."""
+def own_names(host: str, extra: list[str]) -> list[str]:
+    """The host names the board answers to besides loopback ones: the ``--host`` it listens on, the
+    ``--allowed-host`` names, and, listening on every address, this machine's own names."""
+    names = [host, *extra]
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_unspecified:
+            names += [socket.gethostname(), socket.getfqdn()]
+    return names
+
+
+def serve(config: Config, host: str, port: int, token: str | None, allowed_hosts: list[str] | None = None) -> int:
+    """Serve the board on ``host``:``port``; off loopback only with a token; answering only to its
+    own names (:func:`own_names`). Returns the exit status."""
     if not is_loopback(host) and not token:
         raise UsageError(
             f"--host {host}: the board would be reachable from other machines without a token; "
@@ -49,7 +61,10 @@ def serve(config: Config, host: str, port: int, token: str | None) -> int:
     print(f"mc board: http://{shown}:{port}/ (read-only; Ctrl-C stops it)", file=sys.stderr, flush=True)
     # Open pages hold event streams forever: on Ctrl-C/SIGTERM give requests a moment, then close them.
     settings = uvicorn.Config(
-        create_app(config, token), log_level="warning", access_log=False, timeout_graceful_shutdown=GRACE_SECONDS
+        create_app(config, token, own_names(host, allowed_hosts or [])),
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=GRACE_SECONDS,
     )
     server = uvicorn.Server(settings)
     server.run(sockets=[listener])

@@ -159,7 +159,7 @@ class Recovery:
         for name in names:
             ticket = tickets.get(name.removesuffix(".review"))
             if ticket is not None and name.endswith(".review") and ticket.id not in reviewing:
-                worktrees.remove_review_checkout(self.ctx.config.root, ticket.key, ticket.repo or ticket.worktree or "")
+                worktrees.remove_review_checkout(self.ctx.config.root, ticket.key)
         done = [t for t in tickets.values() if t.status == "done" and (base / t.key).exists()]
         self.ctx.remove_done_worktrees(done)
 

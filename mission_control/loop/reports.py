@@ -85,6 +85,8 @@ class Reports:
             if problem:
                 outcome.refuse(str(problem), getattr(problem, "plugin", ""))
                 outcome.tail = outcomes.tail_of(Path(run.log_path), process)
+            else:  # idempotent, so done again when a crash makes the next controller read the run again
+                outcome.unpublished = worktrees.publish(workspace, outcome.sha)
         return outcome
 
     def store(
@@ -115,7 +117,7 @@ class Reports:
         faults.crash_point("report:after-commit")
         for run in [*(run for run, *_ in judged), *interrupted]:
             ticket = run.ticket
-            worktrees.remove_review_checkout(self.ctx.config.root, ticket.key, ticket.repo or run.workdir or "")
+            worktrees.remove_review_checkout(self.ctx.config.root, ticket.key)
         return gated
 
     def record(self, run: WorkerRun, outcome: outcomes.WorkerOutcome) -> None:
@@ -205,6 +207,9 @@ class Reports:
             detail = f"attempt {run.attempt} reported DONE {sha[:12]}"
             if outcome.leftovers:
                 detail += f" ({len(outcome.leftovers)} uncommitted change(s) left beside it)"
+            if outcome.unpublished:
+                detail += f"; {outcome.unpublished}"
+                facts["unpublished"] = outcome.unpublished
         else:
             death = outcome.death or Death.of("ended without a result")
             fields.update(

@@ -37,7 +37,7 @@ def open_database(database: str, create: bool = False) -> pw.Database:
             raise StoreError(f"{shown}: not a valid postgresql:// URL ({exc})") from None
         try:
             real.connect(reuse_if_open=True)
-        except ImportError:
+        except (ImportError, pw.ImproperlyConfigured):  # peewee says "Postgres driver not installed!"
             raise StoreError("postgresql needs a driver: pip install 'mc-hooks[postgres]'") from None
         except (pw.OperationalError, pw.InterfaceError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
