@@ -95,6 +95,14 @@ class Preset:
     # The hosts its CLI calls by default (its API, its login's token refresh): a sandboxed run may reach
     # these, the hosts its base URL variables name, and its profile's allowed_hosts; nothing else.
     api_hosts: ClassVar[tuple[str, ...]] = ()
+    # What a sandboxed run's own HOME (one per ticket, see launch.agent_home) is seeded with from the
+    # user's, relative to HOME: files copied in afresh for each run (what the CLI needs to log in, which
+    # it may rewrite: a refreshed token), and files bound read-only (settings the user chose, which a
+    # run must not change for later runs or for the user's own CLI).
+    home_copies: ClassVar[tuple[str, ...]] = ()
+    home_read_only: ClassVar[tuple[str, ...]] = (".gitconfig", ".config/git/config")
+    # Variables naming where the CLI keeps its state (``CODEX_HOME``): pointed into the run's own HOME.
+    home_variables: ClassVar[dict[str, str]] = {}
 
     def worker_argv(
         self, settings: AgentSettings, resume: str | None, spend_cap: float | None = None, paths: RunPaths = RunPaths()
@@ -111,11 +119,6 @@ class Preset:
         """Environment for the CLI on top of the controller's (the profile's ``env`` wins)."""
         return {**self.base_env, **dict(settings.env)}
 
-    def prepare_state(self, env: Mapping[str, str]) -> list[Path]:
-        """Where the CLI keeps its own state under the run's HOME, created if missing so a sandbox can
-        let the run write it."""
-        return []
-
     def has_session(self, env: Mapping[str, str], session: str) -> bool:
         """Whether the CLI still holds ``session`` (resuming one it lost fails the run)."""
         return True
@@ -127,6 +130,8 @@ class ClaudeCode(Preset):
     name: ClassVar[str] = "claude-code"
     executable: ClassVar[str] = "claude"
     api_hosts: ClassVar[tuple[str, ...]] = ("api.anthropic.com:443", "console.anthropic.com:443")
+    home_copies: ClassVar[tuple[str, ...]] = (".claude/.credentials.json", ".claude.json")
+    home_read_only: ClassVar[tuple[str, ...]] = (*Preset.home_read_only, ".claude/settings.json")
     # Enough to stage and commit in its own worktree; never push, never anything else by default.
     worker_tools: ClassVar[tuple[str, ...]] = (
         "Bash(git add:*)",
@@ -188,18 +193,6 @@ class ClaudeCode(Preset):
         argv += self._tail(settings, (*self.review_tools, *settings.allowed_tools))
         return argv + list(settings.args)
 
-    def prepare_state(self, env: Mapping[str, str]) -> list[Path]:
-        """``~/.claude`` (sessions, so later runs resume) and ``~/.claude.json``."""
-        home = Path(env.get("HOME") or Path.home())
-        (home / ".claude").mkdir(mode=0o700, parents=True, exist_ok=True)
-        settings = home / ".claude.json"
-        if not settings.exists():
-            with contextlib.suppress(FileExistsError):
-                fd = os.open(settings, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                os.write(fd, b"{}\n")
-                os.close(fd)
-        return [home / ".claude", settings]
-
     def report(self, stdout_path: rt.Output) -> AgentReport:
         """Read the run's stream: the session from the first lines, the final result from the last."""
         head, tail = _read_ends(stdout_path)
@@ -221,10 +214,16 @@ class ClaudeCode(Preset):
         # include its earlier runs); usage alone can miss the turn that ended a run.
         models = result.get("modelUsage") if isinstance(result.get("modelUsage"), dict) else {}
         per_model = [m for m in models.values() if isinstance(m, dict)]
+        # Whether total_cost_usd and modelUsage are the session's running totals (Claude Code 2.1.330:
+        # they include a resumed session's earlier runs) or this run's own (2.1.197): decided per run, by
+        # whether modelUsage grew past the run's own usage.
+        totals = True
         if per_model:
             keys = ("inputTokens", "cacheCreationInputTokens", "cacheReadInputTokens")
+            run_tokens = sum(n or 0 for n in inputs) + (outputs or 0)
             inputs = [sum(_count(m.get(k)) or 0 for m in per_model for k in keys)]
             outputs = sum(_count(m.get("outputTokens")) or 0 for m in per_model)
+            totals = inputs[0] + outputs > run_tokens if inputs[0] is not None else True
         is_error = result.get("is_error") is True or result.get("subtype", "success") != "success"
         errors = result.get("errors") if isinstance(result.get("errors"), list) else []
         lost = is_error and any(str(e).startswith("No conversation found with session ID") for e in errors)
@@ -237,7 +236,7 @@ class ClaudeCode(Preset):
             cost_usd=_number(result.get("total_cost_usd")),
             input_tokens=sum(n for n in inputs if n) if inputs[0] is not None else None,
             output_tokens=outputs,
-            session_totals=True,
+            session_totals=totals,
             turns=_count(result.get("num_turns")),
             structured=result.get("structured_output"),
         )
@@ -257,6 +256,9 @@ class Codex(Preset):
     name: ClassVar[str] = "codex"
     executable: ClassVar[str] = "codex"
     api_hosts: ClassVar[tuple[str, ...]] = ("api.openai.com:443", "auth.openai.com:443", "chatgpt.com:443")
+    home_copies: ClassVar[tuple[str, ...]] = (".codex/auth.json",)
+    home_read_only: ClassVar[tuple[str, ...]] = (*Preset.home_read_only, ".codex/config.toml")
+    home_variables: ClassVar[dict[str, str]] = {"CODEX_HOME": ".codex"}
     schema_file: ClassVar[bool] = True
     names_git_dirs: ClassVar[bool] = True
     fixed_tmp: ClassVar[tuple[str, ...]] = ("codex-daemon-{uid}",)  # its Linux sandbox helper's
@@ -295,12 +297,6 @@ class Codex(Preset):
 
     def _home(self, env: Mapping[str, str]) -> Path:
         return Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex")
-
-    def prepare_state(self, env: Mapping[str, str]) -> list[Path]:
-        """``$CODEX_HOME`` (default ``~/.codex``): its sessions, logs and state databases."""
-        home = self._home(env)
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return [home]
 
     def has_session(self, env: Mapping[str, str], session: str) -> bool:
         """Whether ``$CODEX_HOME/sessions`` still holds the session's rollout file."""
@@ -359,6 +355,7 @@ class Aider(Preset):
     executable: ClassVar[str] = "aider"
     # Its model decides: OpenAI's and Anthropic's here; any other provider's host goes in allowed_hosts.
     api_hosts: ClassVar[tuple[str, ...]] = ("api.openai.com:443", "api.anthropic.com:443")
+    home_read_only: ClassVar[tuple[str, ...]] = (*Preset.home_read_only, ".aider.conf.yml", ".env")
     prompt_on_stdin: ClassVar[bool] = False
     reviews: ClassVar[bool] = False  # it has no read-only mode and no structured output
     needs_state: ClassVar[bool] = True
@@ -402,12 +399,6 @@ class Aider(Preset):
 
     def reviewer_argv(self, settings: AgentSettings, paths: RunPaths = RunPaths()) -> list[str]:
         raise ValueError("Aider cannot review: it has no read-only mode")
-
-    def prepare_state(self, env: Mapping[str, str]) -> list[Path]:
-        """``~/.aider``: its caches and installation id."""
-        home = Path(env.get("HOME") or Path.home()) / ".aider"
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return [home]
 
     def report(self, stdout_path: rt.Output) -> AgentReport:
         """Read its printed lines: the banner (it ran, so its chat history is there to restore), each

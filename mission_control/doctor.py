@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 
 from mc_hooks.settings import ConfigError
-from mission_control import sandbox
+from mission_control import agents, sandbox
 from mission_control.config import TESTS_STAGE, AgentSettings, Config, load_config
 from mission_control.store import StoreError
 from mission_control.store.connection import close_database, open_database
@@ -56,10 +56,29 @@ def sandbox_line(config: Config) -> tuple[bool, str]:
     if config.sandbox == "off":
         return True, "sandbox: off in config.yaml; runs can read and write all the controller can"
     if why_not is None:
-        return True, "sandbox: on (bubblewrap); each run sees only its worktree, its repo's .git and its agent's state"
+        return True, (
+            "sandbox: on (bubblewrap); each run writes only its own clone and its agent's state, "
+            "and reaches only its network allowlist"
+        )
     if config.sandbox == "on":
-        return False, f"sandbox: on in config.yaml, but {why_not}; install bubblewrap or set sandbox: auto"
-    return True, f"sandbox: OFF ({why_not}); runs can read and write all the controller can (install bubblewrap)"
+        return False, f"sandbox: on in config.yaml, but {why_not}; install bubblewrap and socat or set sandbox: auto"
+    return True, (
+        f"sandbox: OFF ({why_not}); runs can read and write all the controller can (install bubblewrap and socat)"
+    )
+
+
+def network_lines(config: Config) -> Iterator[tuple[bool, str]]:
+    """What each profile's runs may reach over the network, in one line each (sandboxed runs only)."""
+    if not sandbox.enabled(config.sandbox):
+        return
+    for where, settings in _profiles(config):
+        if settings.network == "open":
+            yield True, f"{where}: network: open; its runs reach everything the controller can (the store included)"
+            continue
+        preset = agents.preset(settings)
+        hosts = [*(preset.api_hosts if preset else ()), *settings.allowed_hosts]
+        shown = ", ".join(hosts) if hosts else "nothing but the hosts its base URL variables name"
+        yield True, f"{where}: network: allowlist ({shown})"
 
 
 def missing_executables(config: Config) -> list[str]:
@@ -121,6 +140,7 @@ def checks(explicit: str | None) -> Iterator[tuple[bool, str]]:
         else:
             yield True, f"{where}: {path}"
     yield sandbox_line(config)
+    yield from network_lines(config)
     version = git(".", "--version")
     if version.returncode == 0:
         yield True, f"git: {version.stdout.strip()}"

@@ -95,6 +95,66 @@ def _env(
     return {**(inherited_env() if inherited is None else inherited), **extra, **values}
 
 
+@dataclass(frozen=True)
+class AgentHome:
+    """A sandboxed agent run's own HOME and what it is seeded with."""
+
+    path: Path
+    env: dict[str, str]  # HOME (and the CLI's own state variables) pointed there
+    read_only: tuple[tuple[Path, Path], ...]  # (the user's file, where the run sees it): read-only
+
+
+# The agent CLIs' state in the user's HOME: sessions and transcripts of the user's own work, logins.
+# Absent inside every sandbox (a run gets its own, see agent_home).
+USER_AGENT_DIRS = (".claude", ".codex", ".aider")
+USER_AGENT_FILES = (".claude.json",)
+
+
+def agent_home(
+    config: Config, key: str, preset: agents.Preset | None, env: Mapping[str, str], review: bool
+) -> AgentHome | None:
+    """The run's own HOME (see :func:`worktrees.agent_home`) where runs are sandboxed: what the CLI
+    needs to log in copied from the user's, the user's settings and git identity bound read-only; None
+    for a ``command:`` profile or an unsandboxed run (which keep the user's HOME)."""
+    if preset is None or not sandbox.enabled(config.sandbox):
+        return None
+    home = worktrees.agent_home(config.root, key, review)
+    user = Path(env.get("HOME") or Path.home())
+    chosen = {prefix: Path(env[name]) for name, prefix in preset.home_variables.items() if env.get(name)}
+
+    def users(relative: str) -> Path:  # where the user keeps it (CODEX_HOME may be elsewhere)
+        prefix, _, rest = relative.partition("/")
+        return chosen[prefix] / rest if prefix in chosen and rest else user / relative
+
+    for relative in preset.home_copies:
+        source, target = users(relative), home / relative
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if source.is_file() and not source.is_symlink():
+            shutil.copyfile(source, target, follow_symlinks=False)
+            target.chmod(0o600)
+    read_only = []
+    for relative in preset.home_read_only:
+        source, target = users(relative), home / relative
+        if source.is_file():
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            target.touch(mode=0o600, exist_ok=True)  # where the user's file is bound
+            read_only.append((source, target))
+    variables = {name: str(home / prefix) for name, prefix in preset.home_variables.items()}
+    return AgentHome(home, {"HOME": str(home), **variables}, tuple(read_only))
+
+
+def _user_agent_state(env: Mapping[str, str]) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """(directories, files) of the user's own agent CLI state, to hide from a run."""
+    user = Path(env.get("HOME") or Path.home())
+    dirs = [user / name for name in USER_AGENT_DIRS]
+    if env.get("CODEX_HOME"):
+        dirs.append(Path(env["CODEX_HOME"]))
+    return (
+        tuple(d for d in dirs if d.is_dir() and not d.is_symlink()),
+        tuple(f for f in (user / name for name in USER_AGENT_FILES) if f.is_file() and not f.is_symlink()),
+    )
+
+
 def _sandboxed(
     config: Config,
     key: str,
@@ -104,6 +164,8 @@ def _sandboxed(
     repo: str | None,
     readable: tuple[Path, ...],
     worker: bool,
+    home: AgentHome | None = None,
+    user_env: Mapping[str, str] | None = None,
 ) -> Launch:
     """``launch`` inside a sandbox, where the config's ``sandbox`` setting asks for one. A worker writes
     its clone (workspace and git directory alike); every run writes a private TMPDIR, its preset's state
@@ -111,12 +173,14 @@ def _sandboxed(
     the store and your repository's git directory (its refs, config, other tickets' branches) are hidden."""
     if not sandbox.enabled(config.sandbox):
         return launch
+    user_env = launch.env if user_env is None else user_env
     objects, repo_hidden = _repo_mounts(repo)
     writable = (launch.workspace.path,) if worker else ()
     tmp = worktrees.run_tmp(config.root, key)
-    state = preset.prepare_state(launch.env) if preset is not None else []
+    state = [home.path] if home is not None else []
     if preset is not None and preset.needs_state:
         state.append(worktrees.agent_state(config.root, key))
+    user_dirs, user_files = _user_agent_state(user_env)
     # Files in the worktree the CLI would load as its own settings: a run must not set up the next one.
     planted = [launch.cwd / name for name in preset.worktree_config] if preset is not None else []
     store = Path(config.database)
@@ -127,9 +191,19 @@ def _sandboxed(
     mounts = sandbox.Mounts(
         writable=(*writable, tmp, *state, *(Path(p) for p in settings.writable_paths)),
         readable=(*readable, *objects, *((way_out.directory,) if way_out else ())),
-        hidden=(config.root, *repo_hidden, *(path for path in network if path.is_dir() and not path.is_symlink())),
-        hidden_files=(*hidden_files, *(path for path in planted if path.is_file() and not path.is_symlink())),
+        hidden=(
+            config.root,
+            *repo_hidden,
+            *user_dirs,
+            *(path for path in network if path.is_dir() and not path.is_symlink()),
+        ),
+        hidden_files=(
+            *hidden_files,
+            *user_files,
+            *(path for path in planted if path.is_file() and not path.is_symlink()),
+        ),
         private=_private_tmp(preset, tmp),
+        read_only_at=home.read_only if home is not None else (),
         offline=way_out is not None,
     )
     argv = way_out.wrap(launch.argv) if way_out else launch.argv
@@ -213,7 +287,9 @@ def worker(
         "MC_ATTEMPT": str(run.attempt),
         "MC_RUN_ID": f"{db_id}:{run.id}",
     }
-    run_env = _env(profile, preset, env, inherited)
+    user_env = _env(profile, preset, env, inherited)
+    home = agent_home(config, ticket.key, preset, user_env, review=False)
+    run_env = {**user_env, **home.env} if home is not None else user_env
     on_stdin = preset is not None and preset.prompt_on_stdin
     if preset is not None:
         resume = past.session if past.session and preset.has_session(run_env, past.session) else None
@@ -237,7 +313,7 @@ def worker(
         workspace,
     )
     readable = () if on_stdin else (prompt_file,)
-    return _sandboxed(config, ticket.key, plan, preset, profile, ticket.repo, readable, worker=True)
+    return _sandboxed(config, ticket.key, plan, preset, profile, ticket.repo, readable, True, home, user_env)
 
 
 def _repo_mounts(repo: str | None) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
@@ -347,9 +423,11 @@ def review(
         argv = prompts.render(settings.command or (), values)
         if settings.agent == TESTS_STAGE:
             _runnable(argv[0], cwd)
+    user_env = _env(settings, preset, env, inherited)
+    home = agent_home(config, ticket.key, preset, user_env, review=True)
     plan = Launch(
         argv,
-        _env(settings, preset, env, inherited),
+        {**user_env, **home.env} if home is not None else user_env,
         cwd,
         logs / run.review_output().name,
         logs / run.review_output().with_suffix(".err").name,
@@ -358,7 +436,7 @@ def review(
         settings.stall_timeout,
         Workspace(cwd, None, sha, repo, worked.verified),
     )
-    return _sandboxed(config, ticket.key, plan, preset, settings, repo, readable, worker=False)
+    return _sandboxed(config, ticket.key, plan, preset, settings, repo, readable, False, home, user_env)
 
 
 def start(kind: str, run: WorkerRun, launch: Launch) -> rt.Process:

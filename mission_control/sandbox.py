@@ -34,6 +34,7 @@ class Mounts:
     hidden: tuple[Path, ...] = ()  # directories that look empty inside (the MC root)
     hidden_files: tuple[Path, ...] = ()  # files that look empty inside (a store outside the MC root)
     private: tuple[tuple[Path, Path], ...] = ()  # (a private directory, where it appears inside): writable
+    read_only_at: tuple[tuple[Path, Path], ...] = ()  # (a file, where it appears inside): read-only
     offline: bool = False  # a network namespace of its own with nothing in it (the controller's confined git)
 
 
@@ -90,6 +91,7 @@ def wrap(argv: list[str], cwd: Path, mounts: Mounts) -> list[str]:
     planned += [(path, ["--bind", str(path), str(path)]) for path in _unique(mounts.writable)]
     planned += [(path, ["--ro-bind", str(path), str(path)]) for path in _unique(mounts.readable)]
     planned += [(target, ["--bind", str(source), str(target)]) for source, target in mounts.private]
+    planned += [(target, ["--ro-bind", str(source), str(target)]) for source, target in mounts.read_only_at]
     # Outer directories first, so a path inside a hidden directory is mounted over the empty one, and a
     # hidden directory inside a writable one stays hidden.
     planned.sort(key=lambda item: len(item[0].parts))

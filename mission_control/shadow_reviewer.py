@@ -15,7 +15,6 @@ from typing import Any
 from mission_control import ticket_runtime as rt
 from mission_control.store import audit
 from mission_control.store.models import VERDICTS, ShadowReview
-from mission_control.text import utf8_safe
 
 REVIEWER_NAME = "shadow_reviewer"
 TAIL_SCAN = 1 << 20  # the verdict is near the end: read at most the last 1 MiB
@@ -28,7 +27,7 @@ def _clean_list(value: object) -> list[str] | None:
         return []
     if not isinstance(value, list):
         return None
-    return [utf8_safe(str(item)[:MAX_ITEM_CHARS].replace("\x00", "\\0")) for item in value[:MAX_ITEMS]]
+    return [str(item)[:MAX_ITEM_CHARS].replace("\x00", "\\0") for item in value[:MAX_ITEMS]]
 
 
 def clean_verdict(obj: object) -> tuple[str, list[str], list[str]] | None:

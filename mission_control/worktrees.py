@@ -141,6 +141,16 @@ def agent_state(root: Path, key: str) -> Path:
     return path
 
 
+def agent_home(root: Path, key: str, review: bool = False) -> Path:
+    """A sandboxed run's own HOME: the ticket's workers share one across runs (so a session resumes),
+    each review gets a fresh one (nothing a worker left there reaches its reviewer)."""
+    path = root / "worktrees" / (f"{key}.review-home" if review else f"{key}.home")
+    if review:
+        shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
 def default_branch(key: str) -> str:
     """The branch a ticket works on when it names none."""
     return f"mc/{key}"
@@ -335,7 +345,8 @@ def leftovers(workspace: Workspace, confine: Confine = None) -> list[str]:
 def remove(root: Path, key: str, repo: str | None) -> bool:
     """Remove a done ticket's clone and verified repository (its branch in your repository holds the
     work); a scratch ticket's are the only copy of its work and are kept. True if something was removed."""
-    shutil.rmtree(root / "worktrees" / f"{key}.agent", ignore_errors=True)  # the agent's chat history
+    for state in (f"{key}.agent", f"{key}.home", f"{key}.review-home"):  # chat history, sessions, logins
+        shutil.rmtree(root / "worktrees" / state, ignore_errors=True)
     path = ticket_path(root, key)
     if repo is None or not (path.exists() or verified_path(root, key).exists()):
         return False

@@ -17,7 +17,14 @@ from pathlib import Path
 PACKAGE = Path(__file__).with_name("agent-clis") / "package.json"
 AIDER_REQUIREMENTS = Path(__file__).with_name("agent-clis") / "aider-requirements.txt"
 PINNED: dict[str, str] = json.loads(PACKAGE.read_text(encoding="utf-8"))["dependencies"]
-BINARIES = {"claude": "@anthropic-ai/claude-code", "codex": "@openai/codex"}
+BINARIES = {
+    "claude": "@anthropic-ai/claude-code",
+    "codex": "@openai/codex",
+    "claude-older": "@anthropic-ai/claude-code",
+}
+# CLIs installed into a directory of their own, from a package.json of their own (another version of one above).
+OWN_PACKAGE = {"claude-older": PACKAGE.with_name("claude-older") / "package.json"}
+OWN_PACKAGE_BINARY = {"claude-older": "claude"}
 
 
 def cache_dir() -> Path:
@@ -29,14 +36,24 @@ def binary(name: str) -> Path:
     """Where the installed CLI ``name`` is (it may not be there yet)."""
     if name == "aider":
         return cache_dir() / "aider-venv" / "bin" / "aider"
+    if name in OWN_PACKAGE:
+        return _prefix(name) / "node_modules" / ".bin" / OWN_PACKAGE_BINARY[name]
     return cache_dir() / "node_modules" / ".bin" / name
+
+
+def _package(name: str) -> Path:
+    return OWN_PACKAGE.get(name, PACKAGE)
+
+
+def _prefix(name: str) -> Path:
+    return cache_dir() / name if name in OWN_PACKAGE else cache_dir()
 
 
 def pinned(name: str) -> str:
     """The version of CLI ``name`` the tests run."""
     if name == "aider":
         return AIDER_REQUIREMENTS.read_text(encoding="utf-8").split("==")[1].strip()
-    return PINNED[BINARIES[name]]
+    return json.loads(_package(name).read_text(encoding="utf-8"))["dependencies"][BINARIES[name]]
 
 
 def installed_version(name: str) -> str | None:
@@ -61,9 +78,9 @@ def ensure(name: str) -> tuple[Path | None, str]:
     npm = shutil.which("npm")
     if npm is None:
         return None, "npm is not installed"
-    target = cache_dir()
+    target = _prefix(name)
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PACKAGE, target / "package.json")
+    shutil.copyfile(_package(name), target / "package.json")
     try:
         result = subprocess.run(
             [npm, "install", "--no-audit", "--no-fund", "--no-save", "--prefix", str(target)],

@@ -224,6 +224,12 @@ def claude_cli() -> str:
 
 
 @pytest.fixture(scope="session")
+def claude_older_cli() -> str:
+    """An older Claude Code (2.1.197), which reports each run's own cost, not a session's running total."""
+    return _agent_cli("claude-older", "Claude Code 2.1.197", "install Node.js with npm and reach the npm registry")
+
+
+@pytest.fixture(scope="session")
 def codex_cli() -> str:
     """The real Codex CLI at its pinned version (npm, like Claude Code)."""
     return _agent_cli("codex", "Codex", "install Node.js with npm and reach the npm registry")

@@ -85,3 +85,21 @@ def test_a_storm_of_expensive_runs_trips_the_breaker_on_cost_alone(
     assert "spent (limit $0.40) within 10 minutes" in status["reason"]
     health = root.mc("health").stdout if root.mc("operator", "--once") else ""
     assert "circuit breaker budget: $0.4" in health and "of $0.40 spent in the last 10 minutes" in health
+
+
+@pytest.mark.parametrize("version", ["claude_cli", "claude_older_cli"])
+def test_each_resumed_run_is_charged_its_own_cost_whichever_way_the_cli_reports_it(
+    tmp_path: Path, model_server: Any, repo: Path, version: str, request: pytest.FixtureRequest
+) -> None:
+    # Claude Code 2.1.330 reports a resumed session's running total, 2.1.197 each run's own: three runs
+    # of the same work cost the same either way, and none is charged nothing.
+    root = AgentRoot(tmp_path / "root", request.getfixturevalue(version), model_server)  # 3 review cycles
+    key = root.mc("ticket", "add", "Three tries", "--repo", str(repo)).stdout.strip()
+    model_server.script([step for name in "abc" for step in expensive_commit(f"{name}.txt")], match=worker_of(key))
+    model_server.script([verdict("fail", ["not yet"], [gap]) for gap in ("a1", "b2", "c3")], match=reviewer_of(key))
+
+    root.run()
+
+    costs = [run["cost_usd"] for run in worker_runs(root.show(key))]
+    assert len(costs) == 3 and costs[0] > 0.1
+    assert costs == pytest.approx([costs[0]] * 3)

@@ -233,7 +233,11 @@ def test_a_session_the_cli_no_longer_has_is_started_afresh(sqlite_root: AgentRoo
     root.server.script([text("No commit this time."), *commit("s.txt", "s\n", "s"), text("ok")], match=worker_of(key))
     root.server.script([verdict("pass")], match=reviewer_of(key))
     root.run()  # the first run dies without a commit: escalated, its session recorded
-    for sessions in root.home.glob(".claude/projects/*"):  # a cleaned HOME, say
+    # the ticket's own HOME in the sandbox (the user's without one), cleaned, say
+    for sessions in [
+        *root.home.glob(".claude/projects/*"),
+        *root.path.glob(f"worktrees/{key}.home/.claude/projects/*"),
+    ]:
         shutil.rmtree(sessions)
     root.config["plugins"]["dead_worker_retry"] = {"max_deaths": 3}
     root.write_config()

@@ -455,8 +455,8 @@ def test_03_a_ticket_without_a_repo_never_runs_in_the_mc_root(loop_config: Confi
     assert plan.cwd == loop_config.root / "worktrees" / "MC-1" and plan.cwd != loop_config.root
     if sandbox_module.works() is None:  # and in the sandbox the MC root is empty and read-only
         root = str(loop_config.root)
-        assert ["--tmpfs", root] == plan.argv[plan.argv.index("--tmpfs") : plan.argv.index("--tmpfs") + 2]
-        assert ["--remount-ro", root] == plan.argv[plan.argv.index("--remount-ro") :][:2]
+        pairs = list(zip(plan.argv, plan.argv[1:]))
+        assert ("--tmpfs", root) in pairs and ("--remount-ro", root) in pairs
 
 
 def test_05_no_controller_setting_or_database_credential_reaches_a_run(
