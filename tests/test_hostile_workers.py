@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import os
 import signal
 import subprocess
@@ -455,7 +456,7 @@ def test_03_a_ticket_without_a_repo_never_runs_in_the_mc_root(loop_config: Confi
     assert plan.cwd == loop_config.root / "worktrees" / "MC-1" and plan.cwd != loop_config.root
     if sandbox_module.works() is None:  # and in the sandbox the MC root is empty and read-only
         root = str(loop_config.root)
-        pairs = list(zip(plan.argv, plan.argv[1:]))
+        pairs = list(itertools.pairwise(plan.argv))
         assert ("--tmpfs", root) in pairs and ("--remount-ro", root) in pairs
 
 
