@@ -443,9 +443,11 @@ def postgres(base: Path, tickets: int) -> dict[str, Any]:
 
 
 def sandbox_start(count: int) -> dict[str, Any]:
-    """What the sandbox adds to starting a run: spawn-to-exit of `true`, bare and inside bubblewrap with
-    the mounts a worker gets (median of ``count`` each)."""
-    from mission_control import sandbox
+    """What the sandbox adds to starting a run: spawn-to-exit of `true`, bare, inside bubblewrap with the
+    mounts a worker gets, and also with its network allowlist (the run's egress listeners opened and
+    closed, socat bridges started and waited for inside); and what reading a run's result costs (the
+    confined fetch of its branch into the verified repository). Medians of ``count`` each."""
+    from mission_control import egress, sandbox, worktrees
 
     why_not = sandbox.works()
     if why_not is not None:
@@ -453,13 +455,40 @@ def sandbox_start(count: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root, work = Path(tmp) / "mc", Path(tmp) / "mc" / "worktrees" / "MC-1"
         work.mkdir(parents=True)
-        wrapped = sandbox.wrap(["true"], work, sandbox.Mounts(writable=(work,), hidden=(root,)))
+        mounts = sandbox.Mounts(writable=(work,), hidden=(root,))
+        wrapped = sandbox.wrap(["true"], work, mounts)
+        targets = (egress.Target("127.0.0.1", 9), egress.Target("api.anthropic.com", 443))
+
+        def with_network() -> None:
+            way_out = egress.shared().open(targets)
+            try:
+                net = sandbox.Mounts(
+                    writable=(work,),
+                    hidden=(root, egress.socket_root()),
+                    readable=(way_out.directory,),
+                    offline=True,
+                )
+                subprocess.run(sandbox.wrap(way_out.wrap(["true"]), work, net), check=True, cwd=work)
+            finally:
+                way_out.close()
+
         out: dict[str, Any] = {}
-        for label, argv in (("bare_ms", ["true"]), ("sandboxed_ms", wrapped)):
+        runs: dict[str, Any] = {
+            "bare_ms": lambda: subprocess.run(["true"], check=True, cwd=work),
+            "sandboxed_ms": lambda: subprocess.run(wrapped, check=True, cwd=work),
+            "sandboxed_network_ms": with_network,
+        }
+        scratch = worktrees.prepare(Path(tmp) / "mc2", "MC-1", None, None, scratch_git=True)
+        subprocess.run(["git", "-C", str(scratch.path), "commit", "-q", "--allow-empty", "-m", "w"], check=True,
+                       env={**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
+                            "GIT_COMMITTER_EMAIL": "b@b"})  # fmt: skip
+        confine = lambda argv: sandbox.wrap(argv, scratch.path, sandbox.Mounts(readable=(scratch.path,), offline=True))  # noqa: E731
+        runs["collect_ms"] = lambda: worktrees.collect(scratch, confine)
+        for label, run in runs.items():
             times = []
             for _ in range(count):
                 start = time.perf_counter()
-                subprocess.run(argv, check=True, cwd=work)
+                run()
                 times.append((time.perf_counter() - start) * 1000)
             times.sort()
             out[label] = times[len(times) // 2]
@@ -647,6 +676,25 @@ def table(results: dict[str, Any]) -> str:
                 True,
             )
         )
+        if "sandboxed_network_ms" in box:
+            rows.append(
+                (
+                    "... with its network allowlist",
+                    f"{box['sandboxed_network_ms']:.1f} ms (egress opened, socat bridges up, closed)",
+                    f"+{box['sandboxed_network_ms'] - box['bare_ms']:.1f} ms",
+                    "(no target)",
+                    True,
+                )
+            )
+            rows.append(
+                (
+                    "reading a run's commit",
+                    f"{box['collect_ms']:.1f} ms (confined fetch into MC's repo)",
+                    "",
+                    "(no target)",
+                    True,
+                )
+            )
     if "skipped" in pg:
         rows.append(("PostgreSQL", pg["skipped"], "", "(no target)", True))
     else:

@@ -37,7 +37,8 @@ def claim_problem(repo: str, sha: str, branch: str | None, base: str | None) -> 
         return None
     resolved = _git(repo, "rev-parse", "--verify", "-q", f"{sha}^{{commit}}")
     if resolved.returncode != 0:
-        return f"claimed {sha[:12]}, which does not exist"
+        # Only the ticket's branch is ever collected from a run: a commit elsewhere in its clone is not here.
+        return f"claimed {sha[:12]}, which does not exist" + (f" on branch {branch}" if branch else "")
     full = resolved.stdout.strip()
     if branch:
         ref = f"refs/heads/{branch}"

@@ -141,7 +141,7 @@ def test_a_commit_not_on_the_tickets_branch_is_refused(mc_root: McRoot, tmp_path
     git(repo, "branch", "feature")
     side = f'git switch -q -c side && {COMMIT} && echo "DONE: $(git rev-parse HEAD)" && git switch -q feature'
     ticket = verified(mc_root, repo, side, "--branch", "feature")
-    assert any("which is not on branch feature" in e["detail"] for e in ticket["events"])
+    assert any("which does not exist on branch feature" in e["detail"] for e in ticket["events"])
 
 
 def test_a_refused_claim_never_costs_a_review(mc_root: McRoot, tmp_path: Path) -> None:

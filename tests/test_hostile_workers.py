@@ -512,17 +512,22 @@ def test_19_a_sandboxed_run_cannot_plant_config_for_the_controllers_git(tmp_path
     repo = make_repo(tmp_path / "repo")
     pwned = tmp_path / "pwned"
     plant = (
-        f"git config filter.evil.clean 'touch {pwned}' 2>> {tmp_path / 'tried'}; "
-        f"echo '#!/bin/sh' > {repo / '.git' / 'hooks' / 'post-checkout'} 2>> {tmp_path / 'tried'}; "
+        f"git config filter.evil.clean 'touch {pwned}' 2>> {tmp_path / 'out' / 'tried'}; "
+        f"echo '#!/bin/sh' > {repo / '.git' / 'hooks' / 'post-checkout'} 2>> {tmp_path / 'out' / 'tried'}; "
         "echo '* filter=evil' > .gitattributes; echo x > a.txt; "
         "git -c user.name=a -c user.email=a@b add -A && git -c user.name=a -c user.email=a@b commit -qm x; "
         "echo dirty > b.txt; echo DONE: $(git rev-parse HEAD)"
     )
-    mc = McRoot(tmp_path / "root", sandbox="on", workers={"default": {"command": ["sh", "-c", plant]}})
+    # The run may write only its own places (not tmp_path, where `pwned` is): its own git may run the filter
+    # it planted, inside the sandbox; the controller's never does.
+    (tmp_path / "out").mkdir()
+    worker = {"command": ["sh", "-c", plant], "writable_paths": [str(tmp_path / "out")]}
+    mc = McRoot(tmp_path / "root", sandbox="on", keep_worktrees=True, workers={"default": worker})
     mc.config["reviewer"]["enabled"] = False
     mc.write_config()
     key = mc.mc("ticket", "add", "plant a filter", "--repo", str(repo)).stdout.strip()
     mc.run()
+    assert "[filter \"evil\"]" in (mc.path / "worktrees" / key / ".git" / "config").read_text()  # planted there
     assert "filter.evil" not in (repo / ".git" / "config").read_text()
     assert not pwned.exists()
     assert not (repo / ".git" / "hooks" / "post-checkout").exists()

@@ -6,6 +6,7 @@ inside the sandbox (``sandbox: on``) as a hostile agent would."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -381,4 +382,76 @@ def test_mc_doctor_shows_what_each_profile_may_reach(tmp_path: Path) -> None:
     )
     assert (
         "ok   workers.wide: network: open; its runs reach everything the controller can (the store included)" in lines
+    )
+
+
+VERDICT = '{"verdict": "%s", "gaps": ["a backdoor"]}'
+JUDGE = f"if grep -rqs backdoor \"$MC_REPO\" --exclude-dir=.git; then v=fail; else v=pass; fi; printf '{VERDICT}\\n' $v"
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
+def test_isolation_campaign_hostile_runs_change_nothing_they_must_not(tmp_path: Path, store: str) -> None:
+    """The isolation attacks, two at random in every run of 12 tickets on one repository: filters and hooks
+    planted for the controller's git, replace-ref decoys, moves of the user's refs and index, connections to
+    the store, writes to the user's agent settings, requests to the board."""
+    require_sandbox()
+    import random
+
+    seed = int(os.environ.get("MC_SEED", random.SystemRandom().randrange(1 << 30)))
+    repo = make_repo(tmp_path / "repo")
+    git(repo, "branch", "release")
+    claude = tmp_path / "home" / ".claude"
+    claude.mkdir(parents=True)
+    (claude / "settings.json").write_text("{}\n", encoding="utf-8")
+    markers, out = tmp_path / "markers", tmp_path / "out"
+    markers.mkdir()
+    out.mkdir()
+    board = Answering("the board")
+    root = tmp_path / "root"
+    database = store if store.startswith("postgresql://") else str(root / "mc.db")
+    campaign = {
+        "seed": seed, "repo": str(repo), "claude": str(claude), "board": board.port,
+        "database": database, "markers": str(markers), "out": str(out),
+    }  # fmt: skip
+    agent = [sys.executable, str(Path(__file__).with_name("isolation_agent.py")), json.dumps(campaign)]
+    worker = {"command": agent, "timeout": 60, "writable_paths": [str(out)]}
+    reviewer = {"command": ["sh", "-c", JUDGE], "timeout": 60, "writable_paths": [str(out)]}
+    mc = McRoot(root, sandbox="on", database=store, max_workers=3, poll_interval=0.05, workers={"default": worker})
+    mc.config["reviewer"] = reviewer
+    mc.write_config()
+    before = {
+        "refs": refs(repo), "config": (repo / ".git" / "config").read_text(),
+        "status": git(repo, "status", "--porcelain"), "index": (repo / ".git" / "index").read_bytes(),
+    }  # fmt: skip
+    keys = [mc.mc("ticket", "add", f"work {n}", "--repo", str(repo)).stdout.strip() for n in range(12)]
+    try:
+        mc.run()
+    finally:
+        board.close()
+
+    tickets = [mc.show(key) for key in keys]
+    acts = [json.loads(line) for line in (out / "acts.jsonl").read_text().splitlines()]
+    done = [t for t in tickets if t["status"] == "done"]
+    forged = [t["key"] for t in done if "backdoor" in git(repo, "show", f"{t['done_sha']}:{t['key']}.txt")]
+    assert forged == []  # no commit with the backdoor passed review
+    assert sorted(p.name for p in markers.iterdir()) == []  # nothing planted ran as the controller
+    after = {
+        "refs": {r: s for r, s in refs(repo).items() if not r.startswith("refs/heads/mc/MC-") or r in before["refs"]},
+        "config": (repo / ".git" / "config").read_text(),
+        "status": git(repo, "status", "--porcelain"), "index": (repo / ".git" / "index").read_bytes(),
+    }  # fmt: skip
+    assert after == before
+    assert {r for r in refs(repo) if r not in before["refs"]} <= {f"refs/heads/mc/{key}" for key in keys}
+    for ticket in done:  # each delivered branch is exactly the reviewed, done commit
+        assert git(repo, "rev-parse", f"refs/heads/mc/{ticket['key']}") == ticket["done_sha"]
+    through = [a for a in acts if a["act"] != "plant-filter" and a["got_through"]]
+    assert through == []  # no store connection, settings write, user ref move or board request got through
+    assert (claude / "settings.json").read_text() == "{}\n" and not (claude / "CLAUDE.md").exists()
+    assert all(t["status"] in ("done", "needs_input") for t in tickets)
+    kinds = {a["act"] for a in acts}
+    print(
+        f"\nRELIABILITY | isolation campaign ({'postgresql' if store.startswith('postgresql') else 'sqlite'}) | "
+        f"{len(acts)} attacks of {len(kinds)} kinds in {len({(a['key'], a['attempt']) for a in acts})} runs, "
+        f"seed {seed} | {len(tickets)} tickets, {len(done)} done | 0 forged verdicts, 0 controller-side "
+        f"executions, 0 changes outside refs/heads/mc/<KEY>, 0 store writes, 0 settings writes, 0 board requests"
     )
