@@ -527,7 +527,7 @@ def test_19_a_sandboxed_run_cannot_plant_config_for_the_controllers_git(tmp_path
     mc.write_config()
     key = mc.mc("ticket", "add", "plant a filter", "--repo", str(repo)).stdout.strip()
     mc.run()
-    assert "[filter \"evil\"]" in (mc.path / "worktrees" / key / ".git" / "config").read_text()  # planted there
+    assert '[filter "evil"]' in (mc.path / "worktrees" / key / ".git" / "config").read_text()  # planted there
     assert "filter.evil" not in (repo / ".git" / "config").read_text()
     assert not pwned.exists()
     assert not (repo / ".git" / "hooks" / "post-checkout").exists()
