@@ -28,6 +28,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +176,8 @@ class Egress:
         found = os.lstat(root)
         if not (root.is_dir() and not root.is_symlink() and found.st_uid == os.getuid()):
             raise OSError(f"{root} is not a directory of this user's: cannot open the run's network")
+        if self.thread is None:
+            _remove_abandoned(root)
         directory = Path(tempfile.mkdtemp(prefix="", dir=root))
         used = {target.port for target in targets if target.local}
         port = next(p for p in range(PROXY_PORT, PROXY_PORT + 1000) if p not in used)
@@ -227,6 +230,22 @@ class Egress:
                     connection.close()
                     continue
                 threading.Thread(target=_serve, args=(run, target, connection), daemon=True).start()
+
+
+def _remove_abandoned(root: Path) -> None:
+    """Remove the socket directories of controllers that are gone (nobody answers on their proxy socket;
+    one made in the last minute may not be listening yet, and is left alone)."""
+    for directory in root.iterdir():
+        with contextlib.suppress(OSError):
+            if time.time() - directory.lstat().st_mtime < 60:
+                continue
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(directory / "proxy.sock"))
+        except OSError:
+            shutil.rmtree(directory, ignore_errors=True)
+        finally:
+            probe.close()
 
 
 def _serve(run: RunEgress, target: Target | None, connection: socket.socket) -> None:
