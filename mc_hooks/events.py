@@ -57,5 +57,16 @@ REQUEUE = "requeue"
 RECOVER = "recover"
 """A controller took over or adopted what a gone controller left. No ``data``."""
 
+EDITED = "edited"
+"""A person changed the ticket's title or body. ``data``: ``fields`` (the names of those that changed)."""
+
+ANSWER = "answer"
+"""A person answered a ticket waiting for them; it goes back to its worker with the answer. ``data``:
+``by`` (who answered)."""
+
+STOPPED = "stopped"
+"""A person stopped the ticket (its run, if one was under way, is stopped, not a death) and parked it.
+``data``: ``by``."""
+
 DEATHS = (DEATH, REJECTED_DONE)
 """Both ways a run counts as a dead worker."""

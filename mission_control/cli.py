@@ -9,29 +9,30 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import peewee as pw
 
 from mc_hooks.settings import ConfigError
 from mission_control import mc_orchestrator_flags as flags
-from mission_control.cli_support import Parser, UsageError, emit_json, manual, open_store, refuse_inside_a_run, user
+from mission_control.cli_support import Parser, UsageError, emit_json, open_store, refuse_inside_a_run, user
 from mission_control.config import DEFAULT_CONFIG_TEXT, Config, config_path, load_config
-from mission_control.controller import Controller
+from mission_control.service import Refused, Service
 from mission_control.store import StoreError, database_problem
-from mission_control.store.connection import notify_controllers, wait_for_locks_at_most
 from mission_control.store.migration import init_schema
 from mission_control.store.models import STATUSES, VERDICTS
-from mission_control.store.transactions import write
 from mission_control.store.views import when
 from mission_control.ticket_commands import (
     cmd_review_record,
     cmd_ticket_add,
+    cmd_ticket_answer,
     cmd_ticket_comment,
+    cmd_ticket_edit,
     cmd_ticket_import,
     cmd_ticket_list,
     cmd_ticket_set,
     cmd_ticket_show,
+    cmd_ticket_stop,
 )
 
 MANUAL_STATUSES = ("todo", "done", "needs_input")
@@ -65,53 +66,31 @@ def cmd_init(args: argparse.Namespace) -> int:
 # -- kill-switch -------------------------------------------------------------------------------
 
 
-def _switch(config: Config, change: Callable[[Controller], bool], file_only: Callable[[], object]) -> bool:
-    """Flip the kill-switch (file and cluster flag) through the facade while holding the store's write
-    lock, with its audit event, so every automatic action commits either before the change or after
-    it. Without a store yet, only the file (nothing automatic can be running against it)."""
-    try:
-        open_store(config)
-    except StoreError:
-        return bool(file_only())
-    controller = manual(config)
-    changed = write(lambda: change(controller))
-    notify_controllers()
-    return changed
-
-
 def cmd_killswitch(args: argparse.Namespace, config: Config) -> int:
     root = config.root
-    if args.state == "on":
-        reason, who = args.reason or "", user()
-        # The file first, at once: every controller on this root stops at its next look, whatever the
-        # store is doing (a busy or unreachable store must not delay an emergency stop). Then the
-        # cluster flag and the audit event, for every host.
-        flags.engage_killswitch(root, who=who, reason=reason)
+    if args.state in ("on", "off"):
         try:
             open_store(config)
-            wait_for_locks_at_most(1.0)
-            controller = manual(config)
-            write(lambda: controller.engage_killswitch(reason, who=who), attempts=2)
-            notify_controllers()
+            store = True
         except StoreError:
-            pass  # no store yet: the file is all there is to engage
+            store = False  # no store yet: the file is all there is (nothing automatic can run against it)
+        service = Service(config, actor=f"mc:{user()}", guard=refuse_inside_a_run)
+    if args.state == "on":
+        try:
+            service.killswitch_on(args.reason or "", stop_runs=args.stop_runs, store=store)
         except pw.DatabaseError as exc:
             print(
                 f"mc: engaged on this root ({flags.killswitch_path(root)}), but the store could not be told "
                 f"({database_problem(exc)}), so other hosts go on; run `mc killswitch on` again",
                 file=sys.stderr,
             )
-        print("kill-switch engaged: no automatic dispatch, review, harvest or reopen until `mc killswitch off`")
+        stopped = "; runs under way are stopped (back to todo)" if args.stop_runs else ""
+        print(
+            f"kill-switch engaged: no automatic dispatch, review, harvest or reopen until `mc killswitch off`{stopped}"
+        )
         return 0
     if args.state == "off":
-        try:
-            open_store(config)
-            refuse_inside_a_run("killswitch off")
-        except StoreError:
-            pass  # no store yet: nothing it could refuse against; only the file is released
-        was = _switch(
-            config, lambda controller: controller.release_killswitch(), file_only=lambda: flags.release_killswitch(root)
-        )
+        was = service.killswitch_off(store=store)
         print("kill-switch released" if was else "kill-switch was not engaged")
         if flags.killswitch_active(root):
             print("mc: still engaged through MC_KILLSWITCH in this environment", file=sys.stderr)
@@ -296,6 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
     com = ticket.add_parser("comment", help="comment on a ticket")
     com.add_argument("key")
     com.add_argument("text")
+    ans = ticket.add_parser(
+        "answer", help="answer a ticket that waits for you: back to its worker's session with your words"
+    )
+    ans.add_argument("key")
+    ans.add_argument("text")
+    edit = ticket.add_parser("edit", help="change a ticket's title or body (its next run gets them)")
+    edit.add_argument("key")
+    edit.add_argument("--title")
+    edit.add_argument("--body")
+    stop = ticket.add_parser("stop", help="stop a ticket's run now (not a death) and park it with its owner")
+    stop.add_argument("key")
 
     review = sub.add_parser("review", help="record a review verdict from outside MC").add_subparsers(
         dest="review_command", required=True, parser_class=Parser
@@ -311,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     kill = sub.add_parser("killswitch", help="engage, release or show the kill-switch")
     kill.add_argument("state", choices=("on", "off", "status"))
     kill.add_argument("--reason")
+    kill.add_argument(
+        "--stop-runs", action="store_true", help="with on: also stop the runs under way (back to todo, not deaths)"
+    )
     kill.add_argument("--json", action="store_true")
 
     sub.add_parser("plugins", help="registered plugins, their sources and hooks").add_argument(
@@ -356,6 +349,9 @@ COMMANDS = {
     ("ticket", "show"): cmd_ticket_show,
     ("ticket", "set"): cmd_ticket_set,
     ("ticket", "comment"): cmd_ticket_comment,
+    ("ticket", "answer"): cmd_ticket_answer,
+    ("ticket", "edit"): cmd_ticket_edit,
+    ("ticket", "stop"): cmd_ticket_stop,
     ("review", "record"): cmd_review_record,
     ("killswitch", None): cmd_killswitch,
     ("plugins", None): cmd_plugins,
@@ -383,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return dispatch(args)
-    except (ConfigError, StoreError, UsageError, flags.KillSwitchError) as exc:
+    except (ConfigError, StoreError, UsageError, Refused, flags.KillSwitchError) as exc:
         print(f"mc: {exc}", file=sys.stderr)
         return 2
     except (pw.DatabaseError, pw.InterfaceError) as exc:  # not the user's mistake (an outage), still one line

@@ -273,13 +273,21 @@ class Controller(TicketReads):
         """Tell the owner (``on_escalate``, once committed) without parking the ticket."""
         self._tell_owner(ticket, reason, "notify", self.owner)
 
-    def engage_killswitch(self, reason: str, who: str | None = None) -> None:
+    def edit(self, ticket: Ticket, **fields: Any) -> None:
+        """Change a ticket's ``title`` and/or ``body`` (a person's edit; the caller records why)."""
+        unknown = set(fields) - {"title", "body"}
+        if unknown:
+            raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+        with one_transaction():
+            self._update(ticket, **fields)
+
+    def engage_killswitch(self, reason: str, who: str | None = None, stop_runs: bool = False) -> None:
         """Engage the kill-switch for every host by ``who`` (default: the current actor): the store's flag
         and its event, in one transaction, and nothing outside the store (a crash before the commit
         leaves nothing engaged; the commit engages it everywhere at once). Only a person (`mc killswitch
         off`) releases it."""
-        info = flags.killswitch_info(who or self.actor, reason)
-        detail = "engaged" + (f": {reason}" if reason else "")
+        info = {**flags.killswitch_info(who or self.actor, reason), **({"stop_runs": True} if stop_runs else {})}
+        detail = "engaged" + (" (runs under way stopped)" if stop_runs else "") + (f": {reason}" if reason else "")
         with one_transaction():
             flags.set_cluster_killswitch(info)
             self.record(None, events.KILLSWITCH, detail, data={"engaged": True, "reason": reason})

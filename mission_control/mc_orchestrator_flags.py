@@ -123,6 +123,8 @@ def killswitch_status(root: str | os.PathLike[str]) -> dict[str, Any]:
                     status[key] = recorded[key]
             if isinstance(recorded.get("since"), (int, float)):
                 status["since"] = float(recorded["since"])
+            if recorded.get("stop_runs") is True:
+                status["stop_runs"] = True
     except (OSError, ValueError):
         pass  # a hand-made (touched) file: engaged, since its mtime
     return status

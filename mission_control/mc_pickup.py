@@ -234,6 +234,7 @@ class Pickup:
         self.dirty = False
         self.next_poll = now + self.config.poll_interval
         self.controller.refresh_cluster_killswitch()
+        self.stop_runs_if_asked()
         if now >= self.next_fence:
             self.next_fence = now + FENCE_INTERVAL
             self.lease.fence()
@@ -318,6 +319,19 @@ class Pickup:
                 raise
         finally:
             self.watcher.close()
+
+    def stop_runs_if_asked(self) -> None:
+        """A kill-switch engaged with ``--stop-runs`` stops the runs under way: back to todo, not deaths
+        (as at a shutdown), to go on once it is released."""
+        if not self.watcher.processes or not self.controller.killswitch_active():
+            return
+        engaged = self.killswitch_engaged()
+        if not engaged or not engaged.get("stop_runs"):
+            return
+        for process in list(self.watcher.processes.values()):
+            if not process.stopped:
+                process.for_shutdown = True
+                self.watcher.stop(process, "stopped by the kill-switch")
 
     def killswitch_engaged(self) -> dict[str, Any] | None:
         """Who engaged the kill-switch, when and why (the cluster flag, or this root's file or

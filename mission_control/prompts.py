@@ -68,7 +68,10 @@ def build_prompt(
         body.rstrip(),
     ]
     prompt = "\n".join(lines).rstrip() + "\n"
-    if feedback:
+    answer = feedback.get("answer") if feedback else None
+    if isinstance(answer, Mapping):
+        prompt += _answer(answer)
+    if feedback and ("reasons" in feedback or "gaps" in feedback):
         reasons = _texts(feedback.get("reasons"))
         gaps = _texts(feedback.get("gaps"))
         lines = [
@@ -82,3 +85,14 @@ def build_prompt(
     if last_death:
         prompt += f"\n## Your last run ended without a result\n\n{last_death}\n"
     return prompt
+
+
+def _answer(answer: Mapping[str, object]) -> str:
+    """A person's answer to the ticket's escalation, under its own heading, with why it was escalated."""
+    lines = [f"\n## {str(answer.get('by') or 'A person')} answered\n"]
+    escalated = str(answer.get("escalated") or "").strip()
+    if escalated:
+        quoted = [f"> {line}" for line in escalated.splitlines()]
+        lines += ["The ticket was handed to a person because:", "", *quoted, ""]
+    lines += ["Their answer:", "", str(answer.get("text") or "").rstrip(), ""]
+    return "\n".join(lines)

@@ -1,17 +1,15 @@
-"""`mc ticket …` and `mc review record`: adding, listing, showing and changing tickets by hand, through
-read views and facade methods only."""
+"""`mc ticket …` and `mc review record`: argument handling and output. Reads go through the read views;
+every change is a person's action in :mod:`mission_control.service`."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mission_control import worktrees
 from mission_control.cli_support import (
     UsageError,
     emit_json,
@@ -21,70 +19,32 @@ from mission_control.cli_support import (
     shown,
     ticket_by_key,
     user,
-    valid_sha,
 )
 from mission_control.config import Config
-from mission_control.controller import Controller, short
+from mission_control.controller import short
+from mission_control.service import Refused, Service, sha_of
 from mission_control.store import views
-from mission_control.store.connection import notify_controllers
 from mission_control.store.models import Ticket
-from mission_control.store.transactions import write
 
 
-def _ticket_fields(
-    config: Config, title: Any, body: Any, repo: Any, worker: Any, branch: Any = None, budget: Any = None
-) -> dict[str, Any]:
-    if not isinstance(title, str) or not title.strip():
-        raise UsageError("title: expected a non-empty string")
-    if body is not None and not isinstance(body, str):
-        raise UsageError("body: expected a string")
-    for name, text in (("title", title), ("body", body or "")):
-        if "\x00" in text:  # PostgreSQL cannot store it, and no tracker needs it
-            raise UsageError(f"{name}: expected text without NUL characters")
-    worker = worker or "default"
-    if not isinstance(worker, str) or worker not in config.workers:
-        raise UsageError(
-            f"worker: expected one of the profiles in {config.file} ({', '.join(config.workers)}), got {worker!r}"
-        )
-    fields: dict[str, Any] = {"title": title, "body": body or "", "worker": worker}
-    if repo is not None:
-        if not isinstance(repo, str) or not Path(repo).expanduser().is_dir():
-            raise UsageError(f"repo: expected an existing directory, got {repo!r}")
-        fields["repo"] = str(Path(repo).expanduser().resolve())
-        if worktrees.head(fields["repo"]) is None:
-            raise UsageError(f"repo: expected a git repository with a commit (its runs get a worktree), got {repo!r}")
-    if branch is not None:
-        valid = isinstance(branch, str) and not branch.startswith("-")
-        if not valid or worktrees.git(".", "check-ref-format", "--branch", branch).returncode != 0:
-            raise UsageError(f"branch: expected a valid git branch name, got {branch!r}")
-        fields["branch"] = branch
-    if budget is not None:
-        fields["max_cost_usd"] = _budget(budget)
-    return fields
-
-
-def _budget(value: Any) -> float:
-    """A spend budget given by a person: a finite amount of US dollars above 0."""
-    try:
-        amount = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        amount = math.nan
-    if not math.isfinite(amount) or amount <= 0:
-        raise UsageError(f"max_cost_usd: expected an amount of US dollars above 0, got {value!r}")
-    return amount
+def person(config: Config) -> Service:
+    """The service, acting for the person at the terminal: a person's change is refused from inside a
+    run or a controller (by the process tree)."""
+    open_store(config)
+    return Service(config, actor=f"mc:{user()}", guard=refuse_inside_a_run)
 
 
 def cmd_ticket_add(args: argparse.Namespace, config: Config) -> int:
-    fields = _ticket_fields(config, args.title, args.body, args.repo, args.worker, args.branch, args.max_cost_usd)
-    open_store(config)
-    controller = manual(config)
-    ticket = write(lambda: controller.add_ticket(fields, f"worker profile {fields['worker']}"))
-    notify_controllers()
-    print(ticket.key)
+    values = {
+        "title": args.title, "body": args.body, "repo": args.repo, "worker": args.worker,
+        "branch": args.branch, "max_cost_usd": args.max_cost_usd,
+    }  # fmt: skip
+    service = person(config)
+    print(service.add({k: v for k, v in values.items() if v is not None}).key)
     return 0
 
 
-MAX_IMPORT_LINE = 1 << 20  # bytes: a ticket's JSON line, body included
+MAX_IMPORT_LINE = 16 << 20  # bytes: a ticket's JSON line, body included
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -107,7 +67,7 @@ def _json_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def cmd_ticket_import(args: argparse.Namespace, config: Config) -> int:
     path = Path(args.file)
-    allowed = {"title", "body", "repo", "worker", "branch", "max_cost_usd"}
+    service = person(config)
     rows = []
     for number, line in _json_lines(path):
         try:
@@ -118,31 +78,11 @@ def cmd_ticket_import(args: argparse.Namespace, config: Config) -> int:
             raise UsageError(f"{path}:{number}: JSON nested too deeply; nothing was added") from None
         if not isinstance(item, dict):
             raise UsageError(f"{path}:{number}: expected a JSON object; nothing was added")
-        unknown = sorted(set(item) - allowed)
-        if unknown:
-            raise UsageError(
-                f"{path}:{number}: unknown field {unknown[0]!r} (expected {', '.join(sorted(allowed))}); "
-                "nothing was added"
-            )
         try:
-            rows.append(
-                _ticket_fields(
-                    config,
-                    item.get("title"),
-                    item.get("body"),
-                    item.get("repo"),
-                    item.get("worker"),
-                    item.get("branch"),
-                    item.get("max_cost_usd"),
-                )
-            )
-        except UsageError as exc:
+            rows.append(service.ticket_fields(item))
+        except Refused as exc:
             raise UsageError(f"{path}:{number}: {exc}; nothing was added") from None
-    open_store(config)
-    controller = manual(config)
-
-    write(lambda: [controller.add_ticket(fields, f"imported from {path.name}") for fields in rows])
-    notify_controllers()
+    service.add_many(rows, f"imported from {path.name}")
     print(f"added {len(rows)} tickets")
     return 0
 
@@ -204,37 +144,33 @@ def cmd_ticket_show(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _a_persons_change(config: Config, key: str, what: str) -> tuple[Controller, Ticket]:
-    """The facade driven by the person at the terminal and the ticket they name, for a change only a
-    person may make (refused from inside a run or a controller)."""
-    open_store(config)
-    refuse_inside_a_run(what)
-    controller = manual(config)
-    return controller, ticket_by_key(controller, key)
-
-
 def cmd_ticket_set(args: argparse.Namespace, config: Config) -> int:
-    controller, ticket = _a_persons_change(config, args.key, "ticket set")
-    fields: dict[str, Any] = {}
-    if args.done_sha:
-        fields["done_sha"] = valid_sha(args.done_sha)
-    if args.max_cost_usd is not None:
-        fields["max_cost_usd"] = _budget(args.max_cost_usd)
-    if args.status == "todo":
-        write(lambda: controller.requeue_by_hand(ticket, "set by hand", **fields))
-    else:
-        write(lambda: controller.set_status(ticket, args.status, "set by hand", **fields))
-    notify_controllers()
-    print(f"{ticket.key} {ticket.status}")
+    ticket = person(config).set_status(args.key, args.status, done_sha=args.done_sha, max_cost_usd=args.max_cost_usd)
+    print(f"{ticket.key} {args.status}")
     return 0
 
 
 def cmd_ticket_comment(args: argparse.Namespace, config: Config) -> int:
-    open_store(config)
-    controller = manual(config)
-    ticket = ticket_by_key(controller, args.key)
-    write(lambda: controller.comment(ticket, args.text, author=user()))
+    ticket = person(config).comment(args.key, args.text)
     print(f"{ticket.key} commented")
+    return 0
+
+
+def cmd_ticket_answer(args: argparse.Namespace, config: Config) -> int:
+    ticket = person(config).answer(args.key, args.text)
+    print(f"{ticket.key} answered: back to todo, to its worker's session with your answer")
+    return 0
+
+
+def cmd_ticket_edit(args: argparse.Namespace, config: Config) -> int:
+    ticket = person(config).edit(args.key, title=args.title, body=args.body)
+    print(f"{ticket.key} edited")
+    return 0
+
+
+def cmd_ticket_stop(args: argparse.Namespace, config: Config) -> int:
+    ticket = person(config).stop(args.key)
+    print(f"{ticket.key} stopped: its run (if any) ends now; `mc ticket answer` or `ticket set --status todo` resumes")
     return 0
 
 
@@ -242,10 +178,8 @@ def cmd_ticket_comment(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_review_record(args: argparse.Namespace, config: Config) -> int:
-    controller, ticket = _a_persons_change(config, args.key, "review record")
-    sha = valid_sha(args.sha)
+    service = person(config)
     reviewer = args.reviewer or f"mc:{user()}"
-    write(lambda: controller.record_review(ticket, sha, args.verdict, args.reason or [], args.gap or [], reviewer))
-    notify_controllers()
-    print(f"{ticket.key} {args.verdict} {sha}")
+    ticket = service.record_verdict(args.key, args.sha, args.verdict, args.reason or [], args.gap or [], reviewer)
+    print(f"{ticket.key} {args.verdict} {sha_of(args.sha, '--sha')}")
     return 0

@@ -70,7 +70,7 @@ def test_ticket_set_rejects_a_bad_sha_with_one_line(mc_root: McRoot) -> None:
     key = mc_root.add("x")
     result = mc_root.mc("ticket", "set", key, "--status", "done", "--done-sha", "not-hex", check=False)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["mc: --sha/--done-sha: expected 7 to 40 hex digits, got 'not-hex'"]
+    assert result.stderr.strip().splitlines() == ["mc: --done-sha: expected 7 to 40 hex digits, got 'not-hex'"]
     assert mc_root.show(key)["status"] == "todo"
 
 

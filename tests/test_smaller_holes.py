@@ -100,14 +100,14 @@ def test_ticket_import_of_a_deeply_nested_json_line_is_one_line(plain_root: Path
     assert result.stderr.strip() == f"mc: {lines}:2: JSON nested too deeply; nothing was added"
 
 
-def test_ticket_import_reads_a_line_at_a_time_and_refuses_a_line_over_a_mebibyte(plain_root: Path) -> None:
+def test_ticket_import_reads_a_line_at_a_time_and_refuses_a_line_over_16_mebibytes(plain_root: Path) -> None:
     lines = plain_root / "tickets.jsonl"
     with lines.open("w", encoding="utf-8") as out:
         out.write('{"title": "ok"}\n')
         out.write('{"title": "huge", "body": "' + "x" * (64 << 20) + '"}\n')  # 64 MiB on one line
     result = mc_cli(plain_root, "ticket", "import", str(lines))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == f"mc: {lines}:2: longer than 1048576 bytes; nothing was added"
+    assert result.stderr.strip() == f"mc: {lines}:2: longer than 16777216 bytes; nothing was added"
     assert "MC-1" not in mc_cli(plain_root, "ticket", "list").stdout
 
 
