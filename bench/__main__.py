@@ -547,7 +547,7 @@ def board(base: Path, tickets: int, pages: int = 50) -> dict[str, Any]:
         out["cached_board_page_ms"] = statistics.median(fetch("/") for _ in range(5))  # nothing changed
         for _ in range(pages):
             stream = socket.create_connection(("127.0.0.1", port), timeout=10)
-            stream.sendall(b"GET /api/stream HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
+            stream.sendall(b"GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
             assert b"200" in stream.recv(4096).split(b"\r\n", 1)[0]
             streams.append(stream)
         time.sleep(3)

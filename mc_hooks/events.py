@@ -68,5 +68,9 @@ STOPPED = "stopped"
 """A person stopped the ticket (its run, if one was under way, is stopped, not a death) and parked it.
 ``data``: ``by``."""
 
+EFFECT_FAILED = "effect_failed"
+"""An effect hook (``on_ticket_event``, ``on_escalate``) failed on one item so many times that it was
+given up. ``data``: ``plugin``, ``hook``, ``item`` (the event's or escalation's id), ``attempts``."""
+
 DEATHS = (DEATH, REJECTED_DONE)
 """Both ways a run counts as a dead worker."""

@@ -92,9 +92,12 @@ def on_worker_death(ticket: Ticket, death: Death, controller: Controller) -> boo
 
 @hookspec
 def on_escalate(ticket: Ticket, reason: str, owner: str, controller: Controller) -> None:
-    """A ticket was escalated to a person; notify them.
-
-    Every implementation is called; one that raises is recorded and does not stop the others.
+    """A ticket was escalated to a person; notify them. An *effect hook*: called after the escalation
+    committed, outside any transaction, from a thread of the implementation's own (see
+    ``mission_control.effects``), at least once (again after a controller crash between the commit and
+    the call) and in order per ticket. One that raises is recorded and retried with backoff (1, 2, 4 … s;
+    given up after 10 attempts with an ``effect_failed`` event); one that hangs holds up only itself.
+    What it does through ``controller`` commits on its own.
 
     :param ticket: the escalated ticket (status ``needs_input``).
     :param reason: why it was escalated.
@@ -105,10 +108,11 @@ def on_escalate(ticket: Ticket, reason: str, owner: str, controller: Controller)
 
 @hookspec
 def on_ticket_event(ticket: Ticket | None, event: Event, controller: Controller) -> None:
-    """An event was written to the audit trail (a report, a decision, a veto, an error).
-
-    Every implementation is called, each in its own transaction; one that raises is recorded and does
-    not stop the others. Events a plugin records from here are not passed to this hook again.
+    """An event was written to the audit trail (a report, a decision, a veto, an error). An *effect
+    hook*, delivered after commit as :func:`on_escalate` is: at least once, in order per ticket, retried
+    with backoff, never holding up the loop or another plugin. A plugin is not handed the events it
+    recorded itself; what it records reaches every other plugin. To decide something before an action
+    (hold a run, say), implement ``before_auto_action`` instead: it runs inside the action's transaction.
 
     :param ticket: the ticket the event concerns, or None for loop-wide events.
     :param event: ``action`` (one of the constants in :mod:`mc_hooks.events` for the host's own events),

@@ -84,8 +84,15 @@ def mc_hook(mc_plugin_manager: PluginHost) -> Any:
 def mc_controller(mc_config: Config, mc_db: Any, mc_plugin_manager: PluginHost) -> Controller:
     """The controller facade over ``mc_db``, delivering escalations to ``mc_plugin_manager``."""
     from mission_control.controller import Controller
+    from mission_control.effects import EffectHooks
 
-    return Controller(mc_config, hooks=mc_plugin_manager.hook)
+    controller = Controller(mc_config, hooks=mc_plugin_manager.hook)
+    # Effect hooks (on_escalate, on_ticket_event) are delivered as soon as a change commits, in the
+    # test's own thread, as `mc run` delivers them right after commit in threads of their own.
+    effects = EffectHooks(mc_config, mc_plugin_manager, lambda: Controller(mc_config, hooks=mc_plugin_manager.hook))
+    effects.open()
+    controller.effects = effects.deliver_now
+    return controller
 
 
 @pytest.fixture

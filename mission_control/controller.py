@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from mission_control.store.models import (
     Ticket,
     db,
 )
-from mission_control.store.transactions import atomic, insert_row, one_transaction, update_row, write
+from mission_control.store.transactions import after_commit, atomic, insert_row, one_transaction, update_row, write
 
 RELEASED = ("todo", "done", "needs_input")
 
@@ -61,8 +60,9 @@ class Controller(TicketReads):
     """What a plugin may do to tickets, and what it may read.
 
     :param config: the validated config.
-    :param hooks: the plugin host's hook relay, used to deliver ``on_escalate``; None where no
-        plugins are loaded (escalations then wait in the outbox for the loop).
+    :param hooks: the plugin host's hook relay (the decision hooks); None where no plugins are loaded.
+        Effect hooks (``on_ticket_event``, ``on_escalate``) are delivered after commit by
+        :mod:`mission_control.effects`, which the host plugs in as ``effects``.
     :param actor: who acts when no plugin is being called.
     :param manual: True when a person drives this facade (events are of kind ``manual``).
     """
@@ -72,10 +72,11 @@ class Controller(TicketReads):
         self.hooks = hooks
         self.actor = actor
         self.manual = manual
-        self._new_escalations: list[int] = []
         self.cluster_killswitch: dict[str, Any] | None = None
-        self._in_event_hook = False
         self.on_record: Callable[[Ticket | None, Event], None] | None = None  # e.g. `mc run` narrating
+        # Called once something is committed, for the effect hooks: `mc run` wakes its delivery threads,
+        # a one-shot command or a test delivers there and then (see mission_control.effects).
+        self.effects: Callable[[], object] | None = None
 
     # -- context -------------------------------------------------------------------------------
 
@@ -148,9 +149,10 @@ class Controller(TicketReads):
         actor: str | None = None,
         data: Mapping[str, Any] | None = None,
     ) -> None:
-        """Append an event to the audit trail and pass it to ``on_ticket_event`` plugins. ``action``
-        is one of :mod:`mc_hooks.events` for the host's own events; ``data`` its structured facts. Inside a
-        transaction the row is inserted when it commits, with the rest of its events (see ``store.deferred``)."""
+        """Append an event to the audit trail (``on_ticket_event`` plugins are handed it once it is
+        committed, see :mod:`mission_control.effects`). ``action`` is one of :mod:`mc_hooks.events` for the
+        host's own events; ``data`` its structured facts. Inside a transaction the row is inserted when it
+        commits, with the rest of its events (see ``store.deferred``)."""
         event = Event(
             ticket=ticket.id if ticket is not None else None,
             action=action,
@@ -165,12 +167,8 @@ class Controller(TicketReads):
         )
         if self.on_record is not None:
             self.on_record(ticket, event)
-        if self.hooks is not None and not self._in_event_hook:
-            self._in_event_hook = True  # what plugins record from there is not passed back to them
-            try:
-                self.hooks.on_ticket_event(ticket=ticket, event=event, controller=self)
-            finally:
-                self._in_event_hook = False
+        if self.effects is not None:
+            after_commit(self.effects)
 
     def _update(self, ticket: Ticket, **fields: Any) -> None:
         fields["updated_at"] = time.time()
@@ -240,34 +238,17 @@ class Controller(TicketReads):
             self.comment(ticket, reason)
             self._tell_owner(ticket, reason, events.ESCALATE, f"to {self.owner}")
         if not db.in_transaction():
-            self.flush_escalations()
+            self.deliver_effects()
 
     def _tell_owner(self, ticket: Ticket, reason: str, action: str, what: str) -> None:
-        """Record an escalation (the outbox) with its event; ``on_escalate`` runs once it is committed."""
-        escalation_id = audit.new_escalation(ticket.id, self.owner, reason, self.actor)
+        """Record an escalation with its event; ``on_escalate`` is handed it once it is committed."""
+        audit.new_escalation(ticket.id, self.owner, reason, self.actor)
         self.record(ticket, action, f"{what}: {short(reason)}", data={"owner": self.owner})
-        self._new_escalations.append(escalation_id)
-        if not db.in_transaction():
-            self.flush_escalations()
 
-    def flush_escalations(self, include_orphans: bool = False) -> int:
-        """Call ``on_escalate`` for escalations committed by this facade (and, with
-        ``include_orphans``, any left undelivered by a controller that died). Returns how many.
-
-        Delivery is at least once: a crash between the call and marking it repeats the call.
-        """
-        if self.hooks is None:
-            return 0
-        if not include_orphans and not self._new_escalations:
-            return 0
-        ids, self._new_escalations = (None if include_orphans else self._new_escalations), []
-        delivered = 0
-        for escalation in audit.undelivered_escalations(ids):  # a list: no read snapshot held across the writes
-            ticket = queries.ticket_by_id(escalation.ticket_id)
-            self.hooks.on_escalate(ticket=ticket, reason=escalation.reason, owner=escalation.owner, controller=self)
-            write(partial(audit.mark_delivered, escalation.id))
-            delivered += 1
-        return delivered
+    def deliver_effects(self) -> None:
+        """Something was committed: hand it to the effect hooks (see ``effects``)."""
+        if self.effects is not None:
+            self.effects()
 
     def notify_owner(self, ticket: Ticket, reason: str) -> None:
         """Tell the owner (``on_escalate``, once committed) without parking the ticket."""

@@ -153,7 +153,7 @@ def run_demo(keep: bool = False) -> int:
         _show([keys[6], weak], controller)
 
         print("\n--- circuit breaker: a broken agent CLI kills every run ---")
-        broken = [add(title=f"Broken agent {i}", body="script: die, die") for i in range(1, 4)]
+        broken = [add(title=f"Broken agent {i}", body="script: die, die") for i in range(1, 7)]
         _run(config_path)
         status = flags.cluster_killswitch() or {}  # the breaker engages it for every host: the store's flag
         print(f"kill-switch engaged by {status.get('who')}: {status.get('reason')}")

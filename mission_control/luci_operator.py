@@ -18,6 +18,7 @@ from typing import Any
 from mc_hooks.manager import load_plugins
 from mission_control.config import Config
 from mission_control.controller import Controller, short
+from mission_control.effects import EffectHooks
 from mission_control.store import health, queries
 from mission_control.store.models import Ticket
 from mission_control.store.transactions import write
@@ -177,6 +178,9 @@ def run_operator(config: Config, once: bool = False) -> int:
     """`mc operator`: sweep once, or every ``operator.interval`` seconds until SIGINT/SIGTERM."""
     plugins = load_plugins(config)
     controller = Controller(config, hooks=plugins.hook, actor="operator")
+    effects = EffectHooks(config, plugins, lambda: Controller(config, hooks=plugins.hook, actor="operator"))
+    effects.open()
+    controller.effects = effects.deliver_now  # a command of its own: what it commits is delivered here
     operator = Operator(controller)
     stop = {"now": False}
 
@@ -187,7 +191,7 @@ def run_operator(config: Config, once: bool = False) -> int:
     try:
         while True:
             snapshot = operator.sweep()
-            controller.flush_escalations()
+            controller.deliver_effects()
             if once or stop["now"]:
                 counts = ", ".join(f"{k} {v}" for k, v in snapshot["tickets"].items())
                 print(f"health recorded at {snapshot['at']}: {counts}")

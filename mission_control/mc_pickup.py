@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from mc_hooks import events
-from mc_hooks.manager import PluginFailed, load_plugins
+from mc_hooks.manager import PluginFailed, PluginHost, load_plugins
 from mc_hooks.settings import ConfigError
 from mission_control import mc_orchestrator_flags as flags
 from mission_control import proctree
 from mission_control import ticket_runtime as rt
 from mission_control.config import Config, load_config
 from mission_control.controller import Controller, Death
+from mission_control.effects import EffectHooks
 from mission_control.launch import Launch
 from mission_control.loop.apply import Applier
 from mission_control.loop.context import LoopContext
@@ -44,6 +45,7 @@ from mission_control.store.connection import connection_lost, database_id, drain
 from mission_control.store.models import ShadowReview, Ticket, WorkerRun
 from mission_control.store.transactions import write
 
+EFFECTS_DRAIN = 5.0  # seconds a stopping controller waits for the effect hooks to take what was committed
 FENCE_INTERVAL = 0.5  # seconds between checks that this controller still holds its running tickets
 
 
@@ -83,7 +85,10 @@ class Pickup:
         """A controller for ``config``. Tests inject ``watcher`` (waits for processes), ``start``
         (starts a planned run) and ``clock`` (the loop's schedule); by default the real ones."""
         self.until_idle = until_idle
-        controller = Controller(config, hooks=load_plugins(config).hook)
+        plugins = load_plugins(config)
+        controller = Controller(config, hooks=plugins.hook)
+        self.effects = self.effect_hooks(config, plugins)
+        controller.effects = self.effects.wake
         host = os.environ.get("MC_HOST") or socket.gethostname()
         self.ctx = LoopContext(config, controller, watcher or rt.Watcher(), host, database_id())
         self.ctx.start = start or self.ctx.start
@@ -163,7 +168,10 @@ class Pickup:
         self.outage.listen()
         self.recover()
         self.recovery.sweep_worktrees()
-        self.controller.flush_escalations(include_orphans=True)
+        if not self.effects.threads:
+            self.effects.open()
+            self.effects.start()
+        self.controller.deliver_effects()
         self.started = True
         return True
 
@@ -319,6 +327,21 @@ class Pickup:
                 raise
         finally:
             self.watcher.close()
+            # What was committed is handed to the effect hooks before the process ends, as far as they take
+            # it in time; what is left is delivered by the next controller (their cursors say where).
+            if self.effects.threads:
+                self.effects.drain(EFFECTS_DRAIN)
+            self.effects.stop()
+
+    def effect_hooks(self, config: Config, plugins: PluginHost) -> EffectHooks:
+        """The effect hooks of ``plugins``, each delivered by a thread of its own with a facade of its own."""
+
+        def facade() -> Controller:
+            controller = Controller(config, hooks=plugins.hook)
+            controller.effects = lambda: self.effects.wake()
+            return controller
+
+        return EffectHooks(config, plugins, facade)
 
     def stop_runs_if_asked(self) -> None:
         """A kill-switch engaged with ``--stop-runs`` stops the runs under way: back to todo, not deaths
@@ -359,6 +382,12 @@ class Pickup:
             return
         self.ctx.config = self.controller.config = config
         self.controller.hooks = plugins.hook
+        self.effects.drain(EFFECTS_DRAIN)
+        self.effects.stop()
+        self.effects = self.effect_hooks(config, plugins)
+        self.controller.effects = self.effects.wake
+        self.effects.open()
+        self.effects.start()
         write(lambda: self.controller.record(None, "config", "reloaded config.yaml", kind="host"))
 
 

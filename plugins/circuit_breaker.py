@@ -21,7 +21,12 @@ def _is_fail(event: Event) -> bool:
 
 
 class CircuitBreaker:
-    """``on_ticket_event``: count deaths, review fails and spend in the window; trip at the limits."""
+    """``before_auto_action``: before a run starts (a dispatch or a review), count the deaths, review
+    fails and spend in the window from the store; at a limit, engage the kill-switch, tell the owner and
+    hold the run. A decision, taken inside the transaction that would start the run, so no paid run
+    starts past a limit however fast the storm."""
+
+    ACTIONS = ("dispatch", "review")
 
     def __init__(self, settings: Section) -> None:
         self.max_deaths: int = settings.integer("max_deaths", 5, minimum=1)
@@ -32,11 +37,9 @@ class CircuitBreaker:
         settings.accept("max_cost_usd")
 
     @hookimpl
-    def on_ticket_event(self, ticket: Ticket | None, event: Event, controller: Controller) -> None:
-        storm = event.action in events.DEATHS or _is_fail(event)
-        costly = self.max_cost is not None and event.action in (*events.DEATHS, events.DONE, events.VERDICT)
-        if ticket is None or not (storm or costly) or controller.killswitch_active():
-            return
+    def before_auto_action(self, action: str, ticket: Ticket | None, controller: Controller) -> str | None:
+        if action not in self.ACTIONS or controller.killswitch_active():
+            return None
         # Count from the store, since the window began or a person last flipped the kill-switch
         # (whichever is later), so a release starts from zero and a restart forgets nothing.
         since = max(time.time() - self.window, controller.killswitch_changed_at() or 0.0)
@@ -51,13 +54,17 @@ class CircuitBreaker:
             reports = controller.events_since(since, (*events.DEATHS, events.DONE, events.VERDICT))
             tripped, what = reports, f"${spent:.2f} spent (limit ${self.max_cost:.2f})"
         else:
-            return
-        keys = sorted({controller.ticket_key(e.ticket_id) for e in tripped}, key=lambda key: (len(key), key))
+            return None
+        ids = [e.ticket_id for e in tripped if e.ticket_id is not None]
+        keys = sorted({controller.ticket_key(i) for i in ids}, key=lambda key: (len(key), key))
         minutes = f"{self.window / 60:g} minutes"
         reason = f"circuit breaker: {what} within {minutes} (tickets {', '.join(keys)})"
         controller.engage_killswitch(reason)
-        controller.notify_owner(
-            ticket,
-            f"The circuit breaker engaged the kill-switch: {what} within {minutes} across {', '.join(keys)}. "
-            f"Nothing automatic runs until `mc killswitch off`. Needs {controller.owner_title} to look.",
-        )
+        last = controller.ticket(controller.ticket_key(ids[-1])) if ids else ticket
+        if last is not None:
+            controller.notify_owner(
+                last,
+                f"The circuit breaker engaged the kill-switch: {what} within {minutes} across {', '.join(keys)}. "
+                f"Nothing automatic runs until `mc killswitch off`. Needs {controller.owner_title} to look.",
+            )
+        return reason

@@ -72,8 +72,7 @@ def test_a_transaction_that_rolls_back_leaves_no_event_behind(mc_controller, mak
 
 
 class Raises:
-    """An ``on_ticket_event`` plugin that records, reads the events back (a flush inside its savepoint),
-    then raises: its savepoint is rolled back."""
+    """An ``on_ticket_event`` plugin that records, reads the events back, then raises."""
 
     @hookimpl
     def on_ticket_event(self, ticket: Any, event: Event, controller: Controller) -> None:
@@ -83,20 +82,29 @@ class Raises:
             raise RuntimeError("boom")
 
 
-def test_a_failing_plugins_events_are_dropped_and_the_hosts_kept(mc_controller, make_ticket) -> None:
+def test_an_effect_hook_is_handed_events_once_committed_and_a_failure_is_recorded_for_a_retry(
+    mc_controller, make_ticket
+) -> None:
+    from mission_control.effects import EffectHooks, read_cursor
+
     host = load_plugins(mc_controller.config, extra=[("raises", Raises())])
     controller = Controller(mc_controller.config, hooks=host.hook)
+    effects = EffectHooks(controller.config, host, lambda: Controller(controller.config, hooks=host.hook))
+    effects.open()
+    controller.effects = effects.deliver_now
     ticket = make_ticket()
 
     def body() -> None:
         controller.record(ticket, "before", "recorded before the note")
         controller.record(ticket, "note", "the note")
+        assert "from the plugin" not in events()  # nothing is handed over inside the transaction
 
     write(body)
     details = events()
-    assert details[:2] == ["recorded before the note", "the note"]  # flushed in the savepoint, queued again
-    assert "from the plugin" not in details
+    assert details[:3] == ["recorded before the note", "the note", "from the plugin"]  # after commit
     assert any("raises raised in on_ticket_event" in d for d in details)
+    cursor = read_cursor("raises", "on_ticket_event")
+    assert cursor is not None and [(r["attempts"], r["retry_at"] > 0) for r in cursor.retries] == [(1, True)]
     assert not deferred._STATE.rows and not deferred._STATE.marks
 
 

@@ -36,14 +36,14 @@ def test_builtins_load_by_name_in_the_declared_order(tmp_path: Path) -> None:
     assert [info.name for info in host.infos] == list(BUILTIN_NAMES)
     assert host.call_order("on_done_sentinel") == ["review_loop"]
     assert host.call_order("verify_done_claim") == ["done_verifier"]
-    assert host.call_order("before_auto_action") == ["killswitch"]
+    assert host.call_order("before_auto_action") == ["circuit_breaker", "killswitch"]
 
 
 def test_enabled_false_blocks_a_builtin(tmp_path: Path) -> None:
     host = load_plugins(load_config(config_with(tmp_path, "killswitch: {enabled: false}"), env={}))
     assert "killswitch" not in [info.name for info in host.infos]
     assert host.pm.is_blocked("killswitch")
-    assert host.call_order("before_auto_action") == []
+    assert host.call_order("before_auto_action") == ["circuit_breaker"]
 
 
 def test_dotted_path_module_from_config_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

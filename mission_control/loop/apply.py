@@ -66,6 +66,6 @@ class Applier:
 
         applied = write(effects)
         faults.crash_point("apply:after-commit")
-        self.ctx.controller.flush_escalations()
+        self.ctx.controller.deliver_effects()
         self.ctx.remove_done_worktrees([run.ticket for run, _ in batch if run.ticket.status == "done"])
         return applied

@@ -49,7 +49,7 @@ class Dispatcher:
             claimed = write(claim_batch)
         except pw.IntegrityError:
             claimed = []
-        self.ctx.controller.flush_escalations()
+        self.ctx.controller.deliver_effects()
         started = []
         for ticket, run in claimed:
             faults.crash_point("dispatch:after-claim")

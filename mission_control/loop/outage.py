@@ -79,4 +79,4 @@ class Outage:
         watched = {p.ticket_id for p in self.ctx.watcher.processes.values()}
         watched |= {p.ticket_id for p in unrecorded}
         if self.recovery.reclaim_unwatched(watched):
-            self.ctx.controller.flush_escalations(include_orphans=True)
+            self.ctx.controller.deliver_effects()

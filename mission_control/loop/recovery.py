@@ -36,7 +36,7 @@ class Recovery:
         if dead:
             write(lambda: queries.end_leases(dead))
         if orphans or dead:
-            self.ctx.controller.flush_escalations(include_orphans=True)
+            self.ctx.controller.deliver_effects()
         return bool(orphans)
 
     def reclaim_unwatched(self, watched: set[int]) -> bool:

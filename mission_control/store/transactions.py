@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -57,13 +58,41 @@ def one_transaction() -> AbstractContextManager[Any]:
     return contextlib.nullcontext() if db.in_transaction() else atomic()
 
 
+class _AfterCommit(threading.local):
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], object]] = []
+
+
+_AFTER_COMMIT = _AfterCommit()
+
+
+def after_commit(callback: Callable[[], object]) -> None:
+    """Call ``callback`` once the open transaction commits (once, however often it is asked for; never
+    if it rolls back). Outside a transaction, call it now."""
+    if not db.in_transaction():
+        callback()
+    elif callback not in _AFTER_COMMIT.callbacks:
+        _AFTER_COMMIT.callbacks.append(callback)
+
+
 @contextlib.contextmanager
 def atomic() -> Iterator[None]:
     """A transaction, or a savepoint inside one, that also inserts the audit events recorded in it (held
-    until then: see :mod:`.deferred`) before committing, and drops them when it rolls back. Every
-    transaction the controller opens is one of these."""
-    with db.atomic(), deferred.scope():
-        yield
+    until then: see :mod:`.deferred`) before committing, and drops them when it rolls back; once the
+    outermost one committed, what :func:`after_commit` asked for runs. Every transaction the controller
+    opens is one of these."""
+    outermost = not db.in_transaction()
+    try:
+        with db.atomic(), deferred.scope():
+            yield
+    except BaseException:
+        if outermost:
+            _AFTER_COMMIT.callbacks = []
+        raise
+    if outermost and _AFTER_COMMIT.callbacks:
+        callbacks, _AFTER_COMMIT.callbacks = _AFTER_COMMIT.callbacks, []
+        for callback in callbacks:
+            callback()
 
 
 _STATEMENTS: dict[tuple[Any, ...], tuple[str, tuple[pw.Field, ...]]] = {}
