@@ -26,6 +26,7 @@ import importlib.metadata
 import inspect
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
@@ -47,8 +48,10 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("operator_guard", "mc_plugins.operator_guard:OperatorGuard"),
     ("killswitch", "mc_plugins.killswitch:KillSwitch"),
     ("circuit_breaker", "mc_plugins.circuit_breaker:CircuitBreaker"),
+    ("notify", "mc_plugins.notify:Notify"),
 )
 BUILTIN_NAMES = tuple(name for name, _ in BUILTIN_PLUGINS)
+OPT_IN = frozenset({"notify"})  # built-ins loaded only when config.yaml has a section for them
 
 FAIL_CLOSED = frozenset({"before_auto_action", "before_operator_reopen", "verify_done_claim"})
 MUST_SUCCEED = frozenset({"on_done_sentinel", "on_worker_death"})
@@ -281,13 +284,16 @@ def load_plugins(config: PluginsConfig, extra: list[tuple[str, object]] | None =
 
     builtin_targets = dict(BUILTIN_PLUGINS)
     for name, target in BUILTIN_PLUGINS:
-        if pm.is_blocked(name):
+        if pm.is_blocked(name) or (name in OPT_IN and name not in config.plugins):
             continue
         section = _fresh_section(config, name)
         register(name, _instantiate(_import_target(target), section), f"built-in ({target})")
         section.finish()
 
     entry_points = _entry_points()
+    beside = str(Path(config.file).resolve().parent) if config.file else ""
+    if beside and beside not in sys.path:  # a plugin module saved beside config.yaml imports by its name
+        sys.path.insert(0, beside)
     for name in config.plugins:
         if name in builtin_targets or name in entry_points or pm.is_blocked(name):
             continue

@@ -176,6 +176,7 @@ def cmd_operator(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_health(args: argparse.Namespace, config: Config) -> int:
+    from mission_control.effects import all_failing
     from mission_control.luci_operator import latest_health, spend, spend_budget
 
     open_store(config)
@@ -184,6 +185,9 @@ def cmd_health(args: argparse.Namespace, config: Config) -> int:
         raise UsageError("no health snapshot yet (run `mc operator --once` or `mc run`)")
     snapshot["spend"] = spend()  # live, not as of the snapshot
     snapshot["spend_budget"] = spend_budget(config)
+    snapshot["failing_deliveries"] = [
+        {**entry, "since": when(entry.get("since")), "retry_at": when(entry.get("retry_at"))} for entry in all_failing()
+    ]
     if args.json:
         emit_json(snapshot)
         return 0
@@ -199,6 +203,12 @@ def cmd_health(args: argparse.Namespace, config: Config) -> int:
         print(
             f"  spend {label.replace('_', ' ')}: ${row['cost_usd']:.4f} "
             f"(tokens in {row['input_tokens']}, out {row['output_tokens']})"
+        )
+    for entry in snapshot["failing_deliveries"]:
+        ticket = f" for {entry['ticket_key']}" if entry.get("ticket_key") else ""
+        print(
+            f"  failing: {entry['plugin']} {entry['hook']}{ticket} since {entry['since']}, {entry['attempts']} "
+            f"attempt(s), next at {entry['retry_at']}: {entry['error']}"
         )
     budget = snapshot["spend_budget"]
     if budget is not None:

@@ -314,3 +314,23 @@ def failing(plugin: str, hook: str) -> list[dict[str, Any]]:
     since when)."""
     cursor = read_cursor(plugin, hook)
     return [entry for entry in (cursor.retries if cursor else []) if entry["attempts"]]
+
+
+def all_failing() -> list[dict[str, Any]]:
+    """For `mc health`: every plugin's deliveries that failed and will be tried again, oldest first:
+    ``{"plugin", "hook", "item", "ticket", "attempts", "error", "since", "retry_at"}``."""
+    from mission_control.store.models import Meta
+
+    found = []
+    for row in Meta.select().where(Meta.key.startswith("effects:")):
+        _, plugin, hook = str(row.key).split(":", 2)
+        try:
+            retries = json.loads(row.value).get("retries") or []
+        except (ValueError, AttributeError):
+            continue
+        for entry in retries:
+            if entry.get("attempts"):
+                ticket = queries.ticket_by_id(entry["ticket"]) if entry.get("ticket") is not None else None
+                key = ticket.key if ticket is not None else None
+                found.append({"plugin": plugin, "hook": hook, "item": entry.get("id"), "ticket_key": key, **entry})
+    return sorted(found, key=lambda entry: entry.get("since") or 0.0)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import McRoot
-from mc_hooks.manager import BUILTIN_NAMES, load_plugins
+from mc_hooks.manager import BUILTIN_NAMES, OPT_IN, load_plugins
 from mc_hooks.settings import ConfigError
 from mission_control.config import load_config
 
@@ -33,7 +33,7 @@ def config_with(tmp_path: Path, plugins: str) -> Path:
 
 def test_builtins_load_by_name_in_the_declared_order(tmp_path: Path) -> None:
     host = load_plugins(load_config(config_with(tmp_path, "{}"), env={}))
-    assert [info.name for info in host.infos] == list(BUILTIN_NAMES)
+    assert [info.name for info in host.infos] == [name for name in BUILTIN_NAMES if name not in OPT_IN]
     assert host.call_order("on_done_sentinel") == ["review_loop"]
     assert host.call_order("verify_done_claim") == ["done_verifier"]
     assert host.call_order("before_auto_action") == ["circuit_breaker", "killswitch"]
