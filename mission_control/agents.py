@@ -54,6 +54,7 @@ class AgentReport:
     # Cost and tokens are the session's running totals (a resumed session's include its earlier runs):
     # the store keeps each run's own share, the total less what earlier runs of the session were charged.
     session_totals: bool = False
+    last_message: str = ""  # the agent's final words (a dead worker's reason shows them)
 
     def priced(self, price_per_mtok: tuple[float, float] | None) -> AgentReport:
         """This report with its cost worked out from its tokens at ``price_per_mtok`` (USD per million
@@ -122,6 +123,11 @@ class Preset:
     def has_session(self, env: Mapping[str, str], session: str) -> bool:
         """Whether the CLI still holds ``session`` (resuming one it lost fails the run)."""
         return True
+
+    def login_problem(self, env: Mapping[str, str], settings: AgentSettings) -> str | None:
+        """Why the CLI could not log in with ``env`` (the controller's environment with the profile's),
+        as far as can be told offline; None when it has a key or a login."""
+        return None
 
 
 class ClaudeCode(Preset):
@@ -193,6 +199,15 @@ class ClaudeCode(Preset):
         argv += self._tail(settings, (*self.review_tools, *settings.allowed_tools))
         return argv + list(settings.args)
 
+    def login_problem(self, env: Mapping[str, str], settings: AgentSettings) -> str | None:
+        """An API key or token in the environment, or the login `claude` keeps in ~/.claude."""
+        if any(env.get(name) for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")):
+            return None
+        home = Path(env.get("HOME") or Path.home())
+        if (home / ".claude" / ".credentials.json").is_file():
+            return None
+        return "Claude Code is not logged in: set ANTHROPIC_API_KEY (environment or the profile's env) or run `claude`"
+
     def report(self, stdout_path: rt.Output) -> AgentReport:
         """Read the run's stream: the session from the first lines, the final result from the last."""
         head, tail = _read_ends(stdout_path)
@@ -237,6 +252,7 @@ class ClaudeCode(Preset):
             input_tokens=sum(n for n in inputs if n) if inputs[0] is not None else None,
             output_tokens=outputs,
             session_totals=totals,
+            last_message=_words(result.get("result")),
             turns=_count(result.get("num_turns")),
             structured=result.get("structured_output"),
         )
@@ -298,6 +314,15 @@ class Codex(Preset):
     def _home(self, env: Mapping[str, str]) -> Path:
         return Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex")
 
+    def login_problem(self, env: Mapping[str, str], settings: AgentSettings) -> str | None:
+        """OPENAI_API_KEY or CODEX_API_KEY, or `codex login`'s auth.json; a provider of the profile's own
+        (``model_provider=`` in ``args``) brings its own key, which is not checked here."""
+        if any("model_provider" in arg for arg in settings.args):
+            return None
+        if env.get("OPENAI_API_KEY") or env.get("CODEX_API_KEY") or (self._home(env) / "auth.json").is_file():
+            return None
+        return "Codex is not logged in: set OPENAI_API_KEY (environment or the profile's env) or run `codex login`"
+
     def has_session(self, env: Mapping[str, str], session: str) -> bool:
         """Whether ``$CODEX_HOME/sessions`` still holds the session's rollout file."""
         if not SESSION_ID.fullmatch(session):
@@ -340,6 +365,7 @@ class Codex(Preset):
             output_tokens=_count(usage.get("output_tokens")),
             session_totals=True,
             structured=structured,
+            last_message=_words(message),
         )
 
 
@@ -399,6 +425,15 @@ class Aider(Preset):
 
     def reviewer_argv(self, settings: AgentSettings, paths: RunPaths = RunPaths()) -> list[str]:
         raise ValueError("Aider cannot review: it has no read-only mode")
+
+    def login_problem(self, env: Mapping[str, str], settings: AgentSettings) -> str | None:
+        """Some provider's API key in the environment (which one its model needs is litellm's business)."""
+        if any(name.endswith("_API_KEY") and value for name, value in env.items()):
+            return None
+        home = Path(env.get("HOME") or Path.home())
+        if (home / ".aider.conf.yml").is_file():
+            return None  # keys may be there
+        return "Aider has no API key: set OPENAI_API_KEY, ANTHROPIC_API_KEY, … (environment or the profile's env)"
 
     def report(self, stdout_path: rt.Output) -> AgentReport:
         """Read its printed lines: the banner (it ran, so its chat history is there to restore), each
@@ -477,6 +512,14 @@ def _events(data: bytes) -> list[dict[str, Any]]:
 
 def _is_message(item: Any) -> bool:
     return isinstance(item, dict) and item.get("type") == "agent_message"
+
+
+def _words(value: Any, limit: int = 300) -> str:
+    """An agent's message as one line of at most ``limit`` characters ("" for anything but text)."""
+    if not isinstance(value, str):
+        return ""
+    line = " ".join(value.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _text(value: Any) -> str | None:

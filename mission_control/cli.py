@@ -177,12 +177,10 @@ def cmd_operator(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_health(args: argparse.Namespace, config: Config) -> int:
     from mission_control.effects import all_failing
-    from mission_control.luci_operator import latest_health, spend, spend_budget
+    from mission_control.luci_operator import latest_health, live_health, spend, spend_budget
 
     open_store(config)
-    snapshot = latest_health()
-    if snapshot is None:
-        raise UsageError("no health snapshot yet (run `mc operator --once` or `mc run`)")
+    snapshot = latest_health() or live_health(config)  # none recorded yet: as of now
     snapshot["spend"] = spend()  # live, not as of the snapshot
     snapshot["spend_budget"] = spend_budget(config)
     snapshot["failing_deliveries"] = [

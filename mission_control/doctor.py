@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+from mc_hooks.manager import load_plugins
 from mc_hooks.settings import ConfigError
 from mission_control import agents, sandbox
 from mission_control.config import TESTS_STAGE, AgentSettings, Config, load_config
@@ -120,6 +121,14 @@ def checks(explicit: str | None) -> Iterator[tuple[bool, str]]:
         yield False, f"config: {exc}"
         return
     yield True, f"config: {config.file} is valid"
+    try:  # exactly as `mc run` loads them: a misspelled plugin or setting fails here, not at the first run
+        plugins = load_plugins(config)
+        names = ", ".join(info.name for info in plugins.infos)
+        yield True, f"plugins: {names or 'none'}"
+        if not plugins.call_order("on_escalate"):
+            yield True, "plugins: nobody is told when a ticket needs a person (configure plugins.notify: see README)"
+    except ConfigError as exc:
+        yield False, f"plugins: {exc}"
     try:
         open_database(config.database)
         where = config.database if config.is_sqlite else config.database.split("@")[-1]
@@ -137,6 +146,10 @@ def checks(explicit: str | None) -> Iterator[tuple[bool, str]]:
             yield False, f"{where}: {program!r} is not found; {_install_hint(settings)}"
         elif settings.agent:
             yield True, f"{where}: {settings.agent} at {path}, {_version(path)}"
+            preset = agents.preset(settings)
+            problem = preset.login_problem({**os.environ, **dict(settings.env)}, settings) if preset else None
+            if problem:
+                yield False, f"{where}: {problem}"
         else:
             yield True, f"{where}: {path}"
     yield sandbox_line(config)

@@ -136,6 +136,13 @@ class Operator:
         controller.comment(current, f"Reopened by the operator: {reason}.")
 
 
+def live_health(config: Config) -> dict[str, Any]:
+    """A health snapshot as of now, not stored (for `mc health` before any was recorded)."""
+    now = time.time()
+    data = health.snapshot_data(now, lambda profile: config.workers.get(profile, config.workers["default"]).timeout)
+    return {"at": when(now), **data}
+
+
 def record_health(config: Config) -> dict[str, Any]:
     """Store and return a health snapshot: tickets by status, workers, last hour's deaths and
     verdicts, and tickets stuck in_progress past their worker timeout."""

@@ -153,12 +153,23 @@ class Pickup:
             self.close()
         if self.fatal is not None:
             return 1
+        if self.until_idle:
+            self.tell_who_waits()
         engaged = self.killswitch_engaged() if self.until_idle and not engaged_before else None
         if engaged is not None:
             why = f" by {engaged.get('who', '?')}: {engaged.get('reason') or 'no reason given'}"
             self.ctx.say(f"stopped with the kill-switch engaged{why}; `mc killswitch off` resumes")
             return 1
         return 0
+
+    def tell_who_waits(self) -> None:
+        """At the end of an ``--until-idle`` run: the tickets that wait for a person, in one line."""
+        waiting = [t.key for t in Ticket.select(Ticket.key).where(Ticket.status == "needs_input").order_by(Ticket.id)]
+        if waiting:
+            shown = ", ".join(waiting[:10]) + (f" and {len(waiting) - 10} more" if len(waiting) > 10 else "")
+            self.ctx.say(
+                f"{len(waiting)} ticket(s) wait for a person: {shown} (`mc ticket show KEY`, `mc ticket answer KEY`)"
+            )
 
     def start_up(self) -> bool:
         """Register, listen for wake-ups, take over what gone controllers left, clean up after crashes

@@ -116,6 +116,8 @@ def _preset_worker(
             reason = f"no new commit on {workspace.branch}"
             if left:
                 reason += f" ({len(left)} uncommitted change{'s' if len(left) != 1 else ''} left in the worktree)"
+            if said.last_message:  # why, in the agent's own words
+                reason += f'; it said: "{said.last_message}"'
             outcome.death = Death.of(reason, code)
     return outcome
 

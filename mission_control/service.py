@@ -21,7 +21,7 @@ from mission_control import mc_orchestrator_flags as flags
 from mission_control import worktrees
 from mission_control.config import Config
 from mission_control.controller import Controller, short
-from mission_control.store import audit
+from mission_control.store import audit, queries
 from mission_control.store.connection import notify_controllers, wait_for_locks_at_most
 from mission_control.store.models import STATUSES, VERDICTS, Ticket
 from mission_control.store.transactions import write
@@ -182,6 +182,9 @@ class Service:
         else:
             write(lambda: self.controller.set_status(ticket, status, why, **fields))
         notify_controllers()
+        removable = status == "done" and ticket.repo and not self.config.keep_worktrees
+        if removable and worktrees.remove(self.config.root, ticket.key, ticket.repo):  # after commit, as the loop does
+            write(lambda: queries.forget_worktree(ticket.id))
         return ticket
 
     def stop(self, key: str) -> Ticket:

@@ -109,8 +109,9 @@ def test_a_run_without_a_new_commit_dies_is_retried_then_escalated(sqlite_root: 
     ticket = root.show(key)
     assert (ticket["status"], ticket["death_count"]) == ("needs_input", 2)
     reasons = [r["reason"] for r in ticket["runs"]]
-    assert reasons[0] == f"no new commit on mc/{key} (1 uncommitted change left in the worktree)"
-    assert reasons[1] == f"no new commit on mc/{key} (1 uncommitted change left in the worktree)"
+    left = f"no new commit on mc/{key} (1 uncommitted change left in the worktree)"
+    assert reasons[0] == f'{left}; it said: "I wrote notes."'  # why, in the agent's own words
+    assert reasons[1] == f'{left}; it said: "Still thinking."'
     assert ticket["escalations"][0]["reason"] == "Worker died twice. Needs Elmar to review."
     second = root.server.requests_for(worker_of(key))[-1]
     assert "## Your last run ended without a result" in second.user_text

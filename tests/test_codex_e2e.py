@@ -95,7 +95,7 @@ def test_a_codex_run_without_a_commit_dies_and_cannot_write_outside_its_worktree
 
     ticket = root.show(key)
     assert ticket["status"] == "needs_input" and ticket["death_count"] == 2
-    assert ticket["runs"][0]["reason"] == f"no new commit on mc/{key}"
+    assert ticket["runs"][0]["reason"] == f'no new commit on mc/{key}; it said: "I only thought."'
     assert not outside.exists()
     assert "Read-only file system" in root.server.requests_for(worker_of(key))[1].tool_results[-1]
 

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mission_control.board import pages
 from mission_control.config import Config
-from mission_control.luci_operator import latest_health, spend, spend_budget
+from mission_control.luci_operator import latest_health, live_health, spend, spend_budget
 from mission_control.store import views
 from mission_control.store.connection import connection_lost, reconnect
 from mission_control.store.models import STATUSES
@@ -256,8 +256,8 @@ def create_app(config: Config, token: str | None = None, hosts: Iterable[str] = 
 
     async def api_health(request: Request) -> Response:
         def snapshot() -> dict[str, Any] | None:
-            latest = latest_health()
-            return None if latest is None else {**latest, "spend": spend(), "spend_budget": spend_budget(config)}
+            latest = latest_health() or live_health(config)  # none recorded yet: as of now
+            return {**latest, "spend": spend(), "spend_budget": spend_budget(config)}
 
         data = await reader.read(("api-health",), snapshot)
         if data is None:
