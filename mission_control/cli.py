@@ -176,16 +176,13 @@ def cmd_operator(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_health(args: argparse.Namespace, config: Config) -> int:
-    from mission_control.effects import all_failing
-    from mission_control.luci_operator import latest_health, live_health, spend, spend_budget
+    from mission_control.luci_operator import failing_deliveries, latest_health, live_health, spend, spend_budget
 
     open_store(config)
     snapshot = latest_health() or live_health(config)  # none recorded yet: as of now
     snapshot["spend"] = spend()  # live, not as of the snapshot
     snapshot["spend_budget"] = spend_budget(config)
-    snapshot["failing_deliveries"] = [
-        {**entry, "since": when(entry.get("since")), "retry_at": when(entry.get("retry_at"))} for entry in all_failing()
-    ]
+    snapshot["failing_deliveries"] = failing_deliveries()
     if args.json:
         emit_json(snapshot)
         return 0

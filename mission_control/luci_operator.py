@@ -136,6 +136,16 @@ class Operator:
         controller.comment(current, f"Reopened by the operator: {reason}.")
 
 
+def failing_deliveries() -> list[dict[str, Any]]:
+    """Effect-hook deliveries that failed and will be tried again (a notification a receiver refused),
+    oldest first, with their times as ISO 8601."""
+    from mission_control.effects import all_failing
+
+    return [
+        {**entry, "since": when(entry.get("since")), "retry_at": when(entry.get("retry_at"))} for entry in all_failing()
+    ]
+
+
 def live_health(config: Config) -> dict[str, Any]:
     """A health snapshot as of now, not stored (for `mc health` before any was recorded)."""
     now = time.time()

@@ -298,3 +298,92 @@ def test_a_name_given_with_allowed_host_is_answered(board_root: McRoot) -> None:
         assert server.get("/api/tickets", {"Host": "other.example"})[0] == 400
     finally:
         server.stop()
+
+
+def post(board: Board, path: str, fields: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
+    """(status, body) of a form POST to the board."""
+    from urllib.parse import urlencode
+
+    conn = http.client.HTTPConnection("127.0.0.1", board.port, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            path,
+            body=urlencode(fields),
+            headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+        )
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+TOKEN = "s3cret-board-token"
+
+
+def csrf_of(board: Board, key: str) -> str:
+    import re
+
+    _, _, page = board.get(f"/tickets/{key}", {"Authorization": f"Bearer {TOKEN}"})
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert found, "the ticket page of a board with a token carries its forms"
+    return found.group(1)
+
+
+def test_a_board_without_a_token_is_read_only(board_root: McRoot, board: Board) -> None:
+    key = board_root.add("x")
+    origin = {"Origin": f"http://127.0.0.1:{board.port}", "Host": f"127.0.0.1:{board.port}"}
+    status, body = post(board, f"/tickets/{key}/comment", {"text": "hi", "csrf": "x"}, origin)
+    assert status == 403 and "read-only" in body
+    _, _, page = board.get(f"/tickets/{key}")
+    assert 'name="csrf"' not in page  # and it offers no forms
+    assert board_root.show(key)["comments"] == []
+
+
+@pytest.mark.parametrize(
+    "origin, csrf, why",
+    [
+        (None, True, "Origin"),
+        ("http://evil.example", True, "Origin"),
+        ("same", False, "CSRF"),
+        ("same", "wrong", "CSRF"),
+    ],
+)
+def test_a_board_action_from_another_page_or_without_the_csrf_token_is_refused(
+    board_root: McRoot, origin: str | None, csrf: Any, why: str
+) -> None:
+    key = board_root.add("x")
+    server = Board(board_root, "--token", TOKEN)
+    try:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        if origin is not None:
+            headers["Origin"] = f"http://127.0.0.1:{server.port}" if origin == "same" else origin
+        fields = {"text": "hi"}
+        if csrf:
+            fields["csrf"] = csrf_of(server, key) if csrf is True else csrf
+        status, body = post(server, f"/tickets/{key}/comment", fields, headers)
+    finally:
+        server.stop()
+    assert status == 403 and why in body
+    assert board_root.show(key)["comments"] == []
+
+
+def test_an_answer_on_the_board_sends_the_ticket_back_with_it_and_records_the_actor(board_root: McRoot) -> None:
+    key = board_root.add("unsure", "uncertain, pass")
+    board_root.run()
+    assert board_root.show(key)["status"] == "needs_input"
+    server = Board(board_root, "--token", TOKEN)
+    try:
+        headers = {"Authorization": f"Bearer {TOKEN}", "Origin": f"http://127.0.0.1:{server.port}"}
+        fields = {"text": "Use the second approach.", "csrf": csrf_of(server, key)}
+        status, _ = post(server, f"/tickets/{key}/answer", fields, headers)
+    finally:
+        server.stop()
+    assert status == 303
+    ticket = board_root.show(key)
+    assert ticket["status"] == "todo"
+    answered = [e for e in ticket["events"] if e["action"] == "answer"]
+    assert len(answered) == 1 and answered[0]["actor"] == "board"
+    board_root.run()
+    prompt = (board_root.path / "logs" / key / "2.prompt.md").read_text()
+    assert "## board answered" in prompt and "Use the second approach." in prompt

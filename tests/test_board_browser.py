@@ -257,3 +257,21 @@ def test_stopping_the_board_with_live_pages_open_takes_seconds_not_forever(page:
     board.process.terminate()  # what Ctrl-C or a service manager does
     board.process.wait(timeout=15)
     assert time.monotonic() - started < 10
+
+
+def test_a_person_answers_a_ticket_from_the_board_and_it_goes_back_to_its_agent(page: Any, mc: McRoot) -> None:
+    token = "browser-board-token"
+    key = mc.add("needs you")
+    mc.mc("ticket", "set", key, "--status", "needs_input")
+    server = Board(mc, "--token", token)
+    try:
+        page.goto(f"{server.url}/?token={token}")  # the token once, then its cookie
+        page.goto(f"{server.url}/tickets/{key}")
+        page.fill("form.answer textarea", "Take the second approach.")
+        page.click("form.answer button")
+        expect(page.locator("#state")).to_have_text("Todo")
+        expect(page.locator("#comments")).to_contain_text("Take the second approach.")
+    finally:
+        server.stop()
+    ticket = mc.show(key)
+    assert [e["actor"] for e in ticket["events"] if e["action"] == "answer"] == ["board"]

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import peewee as pw
 from sse_starlette import EventSourceResponse
@@ -32,13 +32,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mission_control.board import pages
 from mission_control.config import Config
-from mission_control.luci_operator import latest_health, live_health, spend, spend_budget
+from mission_control.luci_operator import failing_deliveries, latest_health, live_health, spend, spend_budget
+from mission_control.service import Refused, Service
 from mission_control.store import views
 from mission_control.store.connection import connection_lost, reconnect
 from mission_control.store.models import STATUSES
 
 HERE = Path(__file__).parent
 WATCH_INTERVAL = 1.0  # the store is looked at no more often than this
+MAX_FORM_BYTES = 8 << 20  # a board form: a ticket's body and title at most, URL-encoded
 CACHE_ENTRIES = 256  # pages kept per generation, least recently used first out (keys come from URLs)
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 COOKIE = "mc_board_token"
@@ -49,7 +51,7 @@ SECURITY_HEADERS = [
         b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     ),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make a browser send `Origin: null` on its forms
 ]
 
 
@@ -112,6 +114,19 @@ class Reader:
                 self.changed.set()
                 self.changed = asyncio.Event()
             await asyncio.sleep(WATCH_INTERVAL)
+
+
+def _given(form: Any, name: str) -> str | None:
+    """A form field as text, or None when it was not sent."""
+    value = form.get(name)
+    return None if value is None else str(value)
+
+
+def csrf_token(token: str | None) -> str | None:
+    """The CSRF token the board's forms carry: derived from its bearer token (None without one: read-only)."""
+    if not token:
+        return None
+    return hmac.new(token.encode(), b"mc-board-csrf", "sha256").hexdigest()
 
 
 def host_name(header: str) -> str | None:
@@ -193,6 +208,7 @@ def create_app(config: Config, token: str | None = None, hosts: Iterable[str] = 
     reader = Reader(config)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["statuses"] = STATUSES
+    templates.env.globals["csrf"] = csrf_token(token)  # None: a read-only board shows no actions
     templates.env.filters["clock"] = lambda iso: (iso or "")[:19].replace("T", " ")  # ISO 8601 as people read it
 
     def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
@@ -257,12 +273,69 @@ def create_app(config: Config, token: str | None = None, hosts: Iterable[str] = 
     async def api_health(request: Request) -> Response:
         def snapshot() -> dict[str, Any] | None:
             latest = latest_health() or live_health(config)  # none recorded yet: as of now
-            return {**latest, "spend": spend(), "spend_budget": spend_budget(config)}
+            failing = failing_deliveries()
+            return {**latest, "spend": spend(), "spend_budget": spend_budget(config), "failing_deliveries": failing}
 
         data = await reader.read(("api-health",), snapshot)
         if data is None:
             return JSONResponse({"error": "no health snapshot yet"}, status_code=404)
         return JSONResponse(data)
+
+    csrf = csrf_token(token)
+
+    def refusal(request: Request, form: Any) -> Response | None:
+        """Why a POST may not act: a board without a token is read-only; the request must come from one of
+        the board's own pages (its Origin is the board itself) and carry the page's CSRF token."""
+        if csrf is None:
+            return PlainTextResponse("403: this board is read-only (start it with --token to act from it)\n", 403)
+        origin = request.headers.get("origin") or ""
+        own = origin not in ("", "null") and urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+        if not own and not (origin in ("", "null") and request.headers.get("sec-fetch-site") == "same-origin"):
+            return PlainTextResponse("403: this action must come from the board's own page (Origin)\n", 403)
+        given = str(form.get("csrf") or "")
+        if not given or not hmac.compare_digest(given.encode(), csrf.encode()):
+            return PlainTextResponse("403: the page's CSRF token is missing or wrong; reload the page\n", 403)
+        return None
+
+    async def act(request: Request, change: Callable[[Service, Any], Any], back: str) -> Response:
+        """Run a person's action through the service (in the store's thread), then show ``back``."""
+        if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+            return PlainTextResponse("413: that form is too large\n", status_code=413)
+        body = (await request.body())[:MAX_FORM_BYTES].decode("utf-8", "replace")  # forms are urlencoded
+        form = {name: values[-1] for name, values in parse_qs(body, keep_blank_values=True).items()}
+        refused = refusal(request, form)
+        if refused is not None:
+            return refused
+        service = Service(config, actor="board")
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                reader.executor, reader._call, lambda: change(service, form)
+            )
+        except Refused as exc:
+            return PlainTextResponse(f"400: {exc}\n", status_code=400)
+        reader.cache.clear()
+        return RedirectResponse(back, status_code=303)
+
+    async def ticket_action(request: Request) -> Response:
+        key, action = request.path_params["key"], request.path_params["action"]
+        changes: dict[str, Callable[[Service, Any], Any]] = {
+            "answer": lambda service, form: service.answer(key, str(form.get("text") or "")),
+            "comment": lambda service, form: service.comment(key, str(form.get("text") or "")),
+            "requeue": lambda service, form: service.set_status(key, "todo", why="requeued on the board"),
+            "stop": lambda service, form: service.stop(key),
+            "edit": lambda service, form: service.edit(key, title=_given(form, "title"), body=_given(form, "body")),
+        }
+        if action not in changes:
+            return PlainTextResponse("404: no such action\n", status_code=404)
+        return await act(request, changes[action], f"/tickets/{key.upper()}")
+
+    async def killswitch_action(request: Request) -> Response:
+        def flip(service: Service, form: Any) -> Any:
+            if form.get("state") == "on":
+                return service.killswitch_on(str(form.get("reason") or ""), stop_runs=form.get("stop_runs") == "on")
+            return service.killswitch_off()
+
+        return await act(request, flip, "/")
 
     async def stream(request: Request) -> Response:
         async def changes() -> AsyncIterator[dict[str, str]]:
@@ -296,6 +369,8 @@ def create_app(config: Config, token: str | None = None, hosts: Iterable[str] = 
         Route("/api/events", api_events),
         Route("/api/health", api_health),
         Route("/api/stream", stream),
+        Route("/tickets/{key}/{action}", ticket_action, methods=["POST"]),
+        Route("/killswitch", killswitch_action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     return Gate(Starlette(routes=routes, lifespan=lifespan), token, reader, hosts)

@@ -14,7 +14,16 @@
     if (live) live.textContent = down ? "Offline" : "Live";
   }
 
+  function typing() {  // a person filling in a form: do not swap the page under them
+    var active = document.activeElement;
+    if (active && active.form) return true;
+    var fields = document.querySelectorAll("#content textarea, #content input[name=reason]");
+    for (var i = 0; i < fields.length; i++) if (fields[i].value && fields[i].value !== fields[i].defaultValue) return true;
+    return false;
+  }
+
   function refresh() {
+    if (typing()) { setTimeout(refresh, 2000); return Promise.resolve(); }
     return fetch(window.location.href, { headers: { "X-MC-Board": "refresh" }, credentials: "same-origin" })
       .then(function (response) {
         if (!response.ok) throw new Error("HTTP " + response.status);
