@@ -11,6 +11,7 @@ from markdown_it import MarkdownIt
 
 from mission_control import mc_orchestrator_flags as flags
 from mission_control import ticket_runtime as rt
+from mission_control.board.readable import readable
 from mission_control.config import Config
 from mission_control.luci_operator import latest_health, spend
 from mission_control.store import health, views
@@ -103,11 +104,12 @@ def ticket(config: Config, key: str) -> dict[str, Any] | None:
     if running is not None:
         live = {
             "what": f"worker, attempt {running['attempt']}",
-            "text": rt.read_tail(running["log_path"], LIVE_TAIL_BYTES),
+            "text": readable(rt.read_tail(running["log_path"], LIVE_TAIL_BYTES)),
         }
     elif reviewing is not None and found.status == "in_review":
         path = views.run_output_path(found, reviewing["attempt"], "review") or ""
-        live = {"what": f"reviewer, attempt {reviewing['attempt']}", "text": rt.read_tail(path, LIVE_TAIL_BYTES)}
+        text = readable(rt.read_tail(path, LIVE_TAIL_BYTES))
+        live = {"what": f"reviewer, attempt {reviewing['attempt']}", "text": text}
     last = views.last_activity(found)
     started = found.created_at if running is None else _epoch(running["started_at"], found.created_at)
     data.update(

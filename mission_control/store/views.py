@@ -183,7 +183,8 @@ def activity(ticket: Ticket) -> list[tuple[float, str]]:
 def board_cards(status: str | None = None, text: str | None = None) -> list[dict[str, Any]]:
     """Every ticket's card for the board (or those with ``status`` / ``text`` in key or title): key,
     title, status, counters, the attempt running now, what its runs cost, and when it was created and
-    last moved (epoch seconds). Five queries whatever the number of tickets, rows read as tuples."""
+    last moved (epoch seconds), and for a ticket waiting for a person why. Six queries whatever the number
+    of tickets, rows read as tuples."""
     columns = (Ticket.id, Ticket.key, Ticket.title, Ticket.status, Ticket.review_cycles, Ticket.death_count)
     query = Ticket.select(*columns, Ticket.created_at, Ticket.updated_at).order_by(Ticket.id)
     if status:
@@ -198,6 +199,8 @@ def board_cards(status: str | None = None, text: str | None = None) -> list[dict
         for ticket_id, cost in tuples(model.select(model.ticket, fn.SUM(model.cost_usd)).group_by(model.ticket)):
             spent[ticket_id] = spent.get(ticket_id, 0.0) + (cost or 0.0)
     last: dict[int, float] = dict(tuples(Event.select(Event.ticket, fn.MAX(Event.created_at)).group_by(Event.ticket)))
+    waiting = Escalation.select(Escalation.ticket, Escalation.reason).join(Ticket).where(Ticket.status == "needs_input")
+    why: dict[int, str] = dict(tuples(waiting.order_by(Escalation.id)))  # the latest escalation of each wins
     return [
         {
             "key": key,
@@ -207,6 +210,7 @@ def board_cards(status: str | None = None, text: str | None = None) -> list[dict
             "death_count": deaths,
             "attempt_running": running.get(ticket_id),
             "cost_usd": spent.get(ticket_id) or None,
+            "waiting_because": why.get(ticket_id) if state == "needs_input" else None,
             "created_ts": created,
             "last_ts": max(last.get(ticket_id) or 0.0, updated),
         }
