@@ -387,3 +387,24 @@ def test_an_answer_on_the_board_sends_the_ticket_back_with_it_and_records_the_ac
     board_root.run()
     prompt = (board_root.path / "logs" / key / "2.prompt.md").read_text()
     assert "## board answered" in prompt and "Use the second approach." in prompt
+
+
+def test_a_done_tickets_page_shows_what_its_commit_changed(tmp_path: Path) -> None:
+    from conftest import make_repo
+
+    repo = make_repo(tmp_path / "repo")
+    work = (
+        "printf '<script>alert(1)</script>\\n' > hello.html && git add hello.html"
+        " && git -c user.name=a -c user.email=a@b commit -qm 'Add hello' && echo DONE: $(git rev-parse HEAD)"
+    )
+    mc = McRoot(tmp_path / "root", sandbox="off", workers={"default": {"command": ["sh", "-c", work]}})
+    key = mc.mc("ticket", "add", "greet", "--repo", str(repo)).stdout.strip()
+    mc.run()
+    assert mc.show(key)["status"] == "done"
+    server = Board(mc)
+    try:
+        _, _, page = server.get(f"/tickets/{key}")
+    finally:
+        server.stop()
+    assert 'id="diff"' in page and "hello.html | 1 +" in page
+    assert "+&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page

@@ -11,6 +11,7 @@ from markdown_it import MarkdownIt
 
 from mission_control import mc_orchestrator_flags as flags
 from mission_control import ticket_runtime as rt
+from mission_control import worktrees
 from mission_control.board.readable import readable
 from mission_control.config import Config
 from mission_control.luci_operator import latest_health, spend
@@ -126,8 +127,34 @@ def ticket(config: Config, key: str) -> dict[str, Any] | None:
         feed=list(reversed(data["events"])),
         live=live,
         runs=[{**r, "duration": _duration(r)} for r in runs],
+        diff=done_diff(config, found, runs),
     )
     return data
+
+
+DIFF_CHARS = 200_000  # of a done commit's diff shown on its page
+
+
+def done_diff(config: Config, ticket: Any, runs: list[dict[str, Any]]) -> str | None:
+    """What the ticket's done commit changed against the commit its run started from (``git diff --stat
+    --patch``, no external diff or textconv drivers, at most :data:`DIFF_CHARS`), or None."""
+    if not ticket.done_sha:
+        return None
+    base = next((r["base_sha"] for r in runs if r.get("done_sha") == ticket.done_sha and r.get("base_sha")), None)
+    if base is None:
+        return None
+    args = ("diff", "--no-ext-diff", "--no-textconv", "--no-color", "--stat", "--patch", base, ticket.done_sha)
+    if ticket.repo:
+        result = worktrees.git(ticket.repo, *args, timeout=5)
+    else:
+        verified = worktrees.verified_path(config.root, ticket.key)
+        if not verified.is_dir():
+            return None
+        result = worktrees.own_git(verified, *args)
+    if result.returncode != 0:
+        return None
+    text = result.stdout
+    return text if len(text) <= DIFF_CHARS else text[:DIFF_CHARS] + f"\n… ({len(text) - DIFF_CHARS} more characters)"
 
 
 def _epoch(iso: str | None, default: float) -> float:

@@ -130,6 +130,7 @@ def runs(ticket: Ticket) -> list[dict[str, Any]]:
                 "turns": r.turns,
                 "log": r.log_path,
                 "done_sha": r.done_sha,
+                "base_sha": r.base_sha,
                 "leftovers": r.leftovers.splitlines() if r.leftovers else [],
                 "workdir": r.workdir,
                 "exit_code": r.exit_code,
