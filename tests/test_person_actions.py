@@ -110,3 +110,34 @@ def test_the_kill_switch_with_stop_runs_stops_what_is_running_and_loses_nothing(
     mc_root.mc("killswitch", "off")
     mc_root.run()
     assert all(mc_root.show(key)["status"] == "done" for key in keys)
+
+
+def test_an_answer_given_on_the_board_reaches_claude_code_in_the_same_session(
+    tmp_path: Path, claude_cli: str, model_server: Any
+) -> None:
+    from test_board import TOKEN, Board, csrf_of, post
+
+    repo = make_repo(tmp_path / "app")
+    root = AgentRoot(tmp_path / "root", claude_cli, model_server)
+    root.config["plugins"]["dead_worker_retry"] = {"max_deaths": 1}
+    root.write_config()
+    key = root.mc("ticket", "add", "Greet", "--repo", str(repo)).stdout.strip()
+    model_server.script(
+        [text("Which file?"), *commit("hello.txt", "hi\n", "Add hello.txt"), text("Done.")], match=worker_of(key)
+    )
+    model_server.script([verdict("pass", ["greets"])], match=reviewer_of(key))
+    root.run()
+    board = Board(root, "--token", TOKEN)
+    try:
+        headers = {"Authorization": f"Bearer {TOKEN}", "Origin": f"http://127.0.0.1:{board.port}"}
+        status, _ = post(
+            board, f"/tickets/{key}/answer", {"text": "hello.txt, please.", "csrf": csrf_of(board, key)}, headers
+        )
+    finally:
+        board.stop()
+    assert status == 303
+    root.run()
+    ticket = root.show(key)
+    first, second = worker_runs(ticket)
+    assert ticket["status"] == "done" and second["session"] == first["session"]
+    assert [r for r in model_server.requests_for(worker_of(key)) if "hello.txt, please." in r.user_text]
