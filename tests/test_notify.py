@@ -83,7 +83,7 @@ def test_an_escalation_reaches_a_webhook_once_across_a_controller_killed_before_
     assert len(webhook.received) == 1  # never again
 
 
-def test_an_escalation_reaches_an_smtp_server(tmp_path: Path) -> None:
+def test_an_escalation_reaches_an_smtp_server_once_across_a_controller_killed_before_delivery(tmp_path: Path) -> None:
     from aiosmtpd.controller import Controller
     from aiosmtpd.handlers import Message
 
@@ -107,6 +107,9 @@ def test_an_escalation_reaches_an_smtp_server(tmp_path: Path) -> None:
         url = f"mailto://127.0.0.1:{port}?from=mc@example.com&to=owner@example.com"
         mc = notified_root(tmp_path, [url])
         key = mc.add("unsure", "uncertain")
+        crashed = mc.mc("run", "--until-idle", check=False, env=mc.env(MC_CRASH_AT="effects:before-delivery"))
+        assert crashed.returncode == -9
+        mc.run()
         mc.run()
         deadline = time.time() + 10
         while not inbox.messages and time.time() < deadline:
