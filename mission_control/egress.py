@@ -304,23 +304,21 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass
 
-    def _allowed(self, target: Target | None) -> bool:
-        return target is not None and target in self.server.targets
-
-    def _refuse(self, target: Target | None) -> None:
-        shown = str(target) if target else "that address"
-        self.send_error(403, f"Mission Control: {shown} is not on this run's network allowlist")
-
-    def do_CONNECT(self) -> None:  # noqa: N802 - the base class's name
-        target = parse_target(self.path)
-        if not self._allowed(target):
-            self._refuse(target)
-            return
-        assert target is not None
+    def _open(self, target: Target | None) -> socket.socket | None:
+        """A connection to ``target`` if it is on the allowlist and answers; otherwise the error is sent."""
+        if target is None or target not in self.server.targets:
+            shown = str(target) if target else "that address"
+            self.send_error(403, f"Mission Control: {shown} is not on this run's network allowlist")
+            return None
         try:
-            upstream = socket.create_connection((target.host, target.port), CONNECT_TIMEOUT)
+            return socket.create_connection((target.host, target.port), CONNECT_TIMEOUT)
         except OSError as exc:
             self.send_error(502, f"cannot reach {target}: {exc.strerror or exc}")
+            return None
+
+    def do_CONNECT(self) -> None:  # noqa: N802 - the base class's name
+        upstream = self._open(parse_target(self.path))
+        if upstream is None:
             return
         with upstream:
             self.send_response(200, "Connection established")
@@ -331,15 +329,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def _forward(self) -> None:
         parts = urlsplit(self.path)
-        target = parse_target(self.path) if parts.scheme == "http" else None
-        if not self._allowed(target):
-            self._refuse(target)
-            return
-        assert target is not None
-        try:
-            upstream = socket.create_connection((target.host, target.port), CONNECT_TIMEOUT)
-        except OSError as exc:
-            self.send_error(502, f"cannot reach {target}: {exc.strerror or exc}")
+        upstream = self._open(parse_target(self.path) if parts.scheme == "http" else None)
+        if upstream is None:
             return
         with upstream:
             path = parts.path or "/"

@@ -23,9 +23,9 @@ def wait_for(predicate: Any, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def test_an_answer_reaches_the_agent_in_the_same_session_with_the_reason_it_was_escalated(
-    tmp_path: Path, claude_cli: str, model_server: Any
-) -> None:
+def escalated(tmp_path: Path, claude_cli: str, model_server: Any) -> tuple[AgentRoot, Path, str]:
+    """A real Claude Code worker whose first run is unsure and dies, so its ticket waits for a person; its
+    next run commits hello.txt."""
     repo = make_repo(tmp_path / "app")
     root = AgentRoot(tmp_path / "root", claude_cli, model_server)
     root.config["plugins"]["dead_worker_retry"] = {"max_deaths": 1}
@@ -38,6 +38,13 @@ def test_an_answer_reaches_the_agent_in_the_same_session_with_the_reason_it_was_
     model_server.script([verdict("pass", ["greets"])], match=reviewer_of(key))
     root.run()
     assert root.show(key)["status"] == "needs_input"
+    return root, repo, key
+
+
+def test_an_answer_reaches_the_agent_in_the_same_session_with_the_reason_it_was_escalated(
+    tmp_path: Path, claude_cli: str, model_server: Any
+) -> None:
+    root, repo, key = escalated(tmp_path, claude_cli, model_server)
 
     answered = root.mc("ticket", "answer", key, "Put it in hello.txt at the top level.")
     root.run()
@@ -117,16 +124,7 @@ def test_an_answer_given_on_the_board_reaches_claude_code_in_the_same_session(
 ) -> None:
     from test_board import TOKEN, Board, csrf_of, post
 
-    repo = make_repo(tmp_path / "app")
-    root = AgentRoot(tmp_path / "root", claude_cli, model_server)
-    root.config["plugins"]["dead_worker_retry"] = {"max_deaths": 1}
-    root.write_config()
-    key = root.mc("ticket", "add", "Greet", "--repo", str(repo)).stdout.strip()
-    model_server.script(
-        [text("Which file?"), *commit("hello.txt", "hi\n", "Add hello.txt"), text("Done.")], match=worker_of(key)
-    )
-    model_server.script([verdict("pass", ["greets"])], match=reviewer_of(key))
-    root.run()
+    root, _, key = escalated(tmp_path, claude_cli, model_server)
     board = Board(root, "--token", TOKEN)
     try:
         headers = {"Authorization": f"Bearer {TOKEN}", "Origin": f"http://127.0.0.1:{board.port}"}
