@@ -1,5 +1,5 @@
 """The facade's reads and writes of the record around tickets: shadow reviews, the audit trail and
-the escalation outbox."""
+escalations."""
 
 from __future__ import annotations
 
@@ -55,21 +55,8 @@ def escalations(ticket_id: int) -> list[Escalation]:
 
 
 def new_escalation(ticket_id: int, owner: str, reason: str, actor: str) -> int:
-    """Put an escalation in the outbox (delivered to ``on_escalate`` after commit); returns its id."""
+    """Record an escalation (handed to ``on_escalate`` once committed: see ``effects``); returns its id."""
     return Escalation.create(ticket=ticket_id, owner=owner, reason=reason, actor=actor, created_at=time.time()).id
-
-
-def undelivered_escalations(ids: list[int] | None = None) -> list[Escalation]:
-    """Escalations not yet delivered (all, or those with these ids), oldest first."""
-    query = Escalation.select().where(Escalation.notified_at.is_null())
-    if ids is not None:
-        query = query.where(Escalation.id.in_(ids))
-    return list(query.order_by(Escalation.id))
-
-
-def mark_delivered(escalation_id: int) -> None:
-    """``on_escalate`` ran for this escalation."""
-    Escalation.update(notified_at=time.time()).where(Escalation.id == escalation_id).execute()
 
 
 def new_review(

@@ -226,7 +226,7 @@ class WorkerRun(BaseModel):
 
 
 class Escalation(BaseModel):
-    """A ticket handed to a person; ``notified_at`` is set once ``on_escalate`` ran (outbox)."""
+    """A ticket handed to a person; ``notified_at`` is when ``on_escalate`` first reached a plugin with it."""
 
     ticket_id: pw.IntegerField[int]  # the foreign key's raw value, declared for type checkers
 
