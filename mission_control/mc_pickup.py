@@ -41,6 +41,7 @@ from mission_control.loop.reports import Reports
 from mission_control.loop.reviews import Reviews
 from mission_control.luci_operator import Operator
 from mission_control.narration import Narrator
+from mission_control.store import queries
 from mission_control.store.connection import connection_lost, database_id, drain_wakeups, store_gone
 from mission_control.store.models import ShadowReview, Ticket, WorkerRun
 from mission_control.store.transactions import write
@@ -164,7 +165,7 @@ class Pickup:
 
     def tell_who_waits(self) -> None:
         """At the end of an ``--until-idle`` run: the tickets that wait for a person, in one line."""
-        waiting = [t.key for t in Ticket.select(Ticket.key).where(Ticket.status == "needs_input").order_by(Ticket.id)]
+        waiting = queries.waiting_keys()
         if waiting:
             shown = ", ".join(waiting[:10]) + (f" and {len(waiting) - 10} more" if len(waiting) > 10 else "")
             self.ctx.say(

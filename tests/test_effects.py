@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from test_plugin_faults_e2e import with_plugins
 
 from conftest import McRoot
 from mc_hooks import hookimpl
@@ -154,14 +155,6 @@ HANGS = textwrap.dedent("""
     def on_ticket_event(event):
         time.sleep(3600)
 """)
-
-
-def with_plugins(mc: McRoot, **modules: str) -> dict[str, str]:
-    for name, source in modules.items():
-        (mc.path / f"{name}.py").write_text(source, encoding="utf-8")
-        mc.config["plugins"][name] = {"enabled": True}
-    mc.write_config()
-    return {"PYTHONPATH": str(mc.path)}
 
 
 @pytest.mark.slow

@@ -449,3 +449,9 @@ def session_spend(ticket_id: int, session: str, before_attempt: int) -> tuple[fl
     )
     cost, inputs, outputs = tuples(query)[0]
     return float(cost or 0.0), int(inputs or 0), int(outputs or 0)
+
+
+def waiting_keys() -> list[str]:
+    """The keys of the tickets that wait for a person (``needs_input``), oldest first."""
+    query = Ticket.select(Ticket.key).where(Ticket.status == "needs_input").order_by(Ticket.id)
+    return [str(row.key) for row in query]
