@@ -9,7 +9,8 @@ New actions and new ``data`` keys may be added; these names and keys never chang
 from __future__ import annotations
 
 CREATED = "created"
-"""A ticket was added (`mc ticket add` or `import`). No ``data``."""
+"""A ticket was added (`mc ticket add` or `import`, or from a tracker). ``data``: ``source`` for a ticket
+made from a tracker item, else none."""
 
 DISPATCH = "dispatch"
 """A worker run started. ``data``: ``attempt`` (int), ``profile`` (str)."""
@@ -71,6 +72,21 @@ STOPPED = "stopped"
 EFFECT_FAILED = "effect_failed"
 """An effect hook (``on_ticket_event``, ``on_escalate``) failed on one item so many times that it was
 given up. ``data``: ``plugin``, ``hook``, ``item`` (the event's or escalation's id), ``attempts``."""
+
+DELIVERED = "delivered"
+"""A done ticket's work was handed back to its tracker (``deliver_work``). ``data``: ``plugin``, ``url``,
+``sha``."""
+
+DELIVERY = "delivery"
+"""A delivery ended in its tracker. ``data``: ``plugin``, ``url``, ``state`` (``merged`` or ``closed``)."""
+
+FEEDBACK = "feedback"
+"""Feedback on delivered work came from its tracker (failed checks, changes requested) and was handed to
+the review policy as a failed review. ``data``: ``plugin``, ``sha``, ``ids`` (the tracker's ids)."""
+
+DELIVERY_FAILED = "delivery_failed"
+"""Handing a ticket's work back failed so many times that it was given up until the next start of the
+controller (or ``mc sync``). ``data``: ``plugin``, ``attempts``, ``error``."""
 
 DEATHS = (DEATH, REJECTED_DONE)
 """Both ways a run counts as a dead worker."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from mc_hooks import hookspec
 
 if TYPE_CHECKING:
+    from mc_hooks.work import Delivered, WorkItem, WorkNews
     from mission_control.controller import Controller, Death
     from mission_control.store.models import Event, ShadowReview, Ticket
 
@@ -120,4 +121,90 @@ def on_ticket_event(ticket: Ticket | None, event: Event, controller: Controller)
         facts, as documented beside its constant), ``detail`` (prose for people: never parse it) and
         ``created_at``.
     :param controller: the host facade.
+    """
+
+
+# -- sources and deliveries: work in from a tracker, done work back to it ----------------------------
+
+
+@hookspec
+def list_work_items(controller: Controller) -> list[WorkItem] | None:
+    """A source's work items (a tracker's issues): each becomes a ticket, one per ``WorkItem.source``.
+
+    Called by ``mc sync`` and, under ``mc run``, every second from a sync thread of its own, outside any
+    transaction. A source paces itself: it returns None when it is not due (its poll interval, a back-off
+    after errors) and may list only what changed since it last looked. An item not seen before becomes a
+    todo ticket; a known one that has not started takes the new title and body; a closed one stops its
+    ticket (a run under way is stopped, not a death) unless it is done. One that raises is recorded, shown
+    in ``mc health``, and called again on the next pass; the other sources go on.
+
+    :param controller: the host facade.
+    :return: the items, or None when there is nothing to look at now.
+    """
+
+
+@hookspec(firstresult=True)
+def deliver_work(ticket: Ticket, controller: Controller) -> Delivered | None:
+    """Hand a done ticket's work back to its tracker (push its branch, open a pull request).
+
+    Called after the ticket's review passed and that committed, from the sync thread, for a ticket with
+    a ``source``, and again for each new ``done_sha`` (work sent back and done again). The commit is
+    ``ticket.done_sha`` in ``controller.verified_repository(ticket)`` (on branch ``ticket.branch`` or
+    ``mc/<KEY>``). At least once: a controller killed after the push and before the delivery is
+    recorded calls it again, so it must find what it did before (an open pull request for the branch is
+    reused, not made twice). One that raises is retried with back-off and the owner is told.
+
+    :param ticket: the done ticket.
+    :param controller: the host facade.
+    :return: where the work now is, or None when the ticket is not this plugin's.
+    """
+
+
+@hookspec(firstresult=True)
+def read_work_news(ticket: Ticket, delivered: Delivered | None, controller: Controller) -> WorkNews | None:
+    """What happened in the tracker to a ticket's delivered work, or to a ticket waiting for a person.
+
+    Called from the sync thread for tickets with an open delivery and tickets waiting for a person
+    (``needs_input``). The host acts on each feedback and answer id once: feedback on the delivered
+    commit sends the ticket back to its agent session with the feedback as gaps (as a failed review
+    does, within ``max_review_cycles``); an answer answers the ticket as ``mc ticket answer`` does; a
+    merged delivery ends the ticket's work there, a closed one too. A plugin returns only what people
+    allowed to act said (never its own comments).
+
+    :param ticket: the ticket.
+    :param delivered: its delivery (``url``, ``sha``, ``ref``), or None when nothing was delivered.
+    :param controller: the host facade.
+    :return: the news, or None when the ticket is not this plugin's or it is not due.
+    """
+
+
+@hookspec(firstresult=True)
+def repository_env(url: str, controller: Controller) -> dict[str, str] | None:
+    """The environment git needs to reach ``url`` (credentials, as ``GIT_CONFIG_*`` variables): used only
+    for Mission Control's own git commands on the controller (the mirror's fetch, a delivery's push),
+    never for a run, a file or a log.
+
+    :param url: a repository URL a ticket names.
+    :param controller: the host facade.
+    :return: variables to add, or None when the URL is not this plugin's.
+    """
+
+
+@hookspec
+def doctor_checks(controller: Controller) -> list[tuple[bool, str]] | None:
+    """What ``mc doctor`` should say about this plugin's own needs (a token, a service it reaches): one
+    line each, with whether it is fine. Called by ``mc doctor`` only, which fails on any ``False``.
+
+    :param controller: the host facade (the store may not exist yet).
+    :return: ``(ok, line)`` pairs, or None.
+    """
+
+
+@hookspec
+def secret_env(controller: Controller) -> list[str] | None:
+    """Names of environment variables that hold this plugin's secrets (a token): no run inherits them
+    from the controller, whatever its profile says.
+
+    :param controller: the host facade.
+    :return: variable names, or None.
     """

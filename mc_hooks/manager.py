@@ -49,9 +49,10 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("killswitch", "mc_plugins.killswitch:KillSwitch"),
     ("circuit_breaker", "mc_plugins.circuit_breaker:CircuitBreaker"),
     ("notify", "mc_plugins.notify:Notify"),
+    ("github", "mc_plugins.github:GitHub"),
 )
 BUILTIN_NAMES = tuple(name for name, _ in BUILTIN_PLUGINS)
-OPT_IN = frozenset({"notify"})  # built-ins loaded only when config.yaml has a section for them
+OPT_IN = frozenset({"notify", "github"})  # built-ins loaded only when config.yaml has a section for them
 
 FAIL_CLOSED = frozenset({"before_auto_action", "before_operator_reopen", "verify_done_claim"})
 MUST_SUCCEED = frozenset({"on_done_sentinel", "on_worker_death"})

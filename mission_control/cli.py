@@ -176,13 +176,10 @@ def cmd_operator(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_health(args: argparse.Namespace, config: Config) -> int:
-    from mission_control.luci_operator import failing_deliveries, latest_health, live_health, spend, spend_budget
+    from mission_control.luci_operator import health_report
 
     open_store(config)
-    snapshot = latest_health() or live_health(config)  # none recorded yet: as of now
-    snapshot["spend"] = spend()  # live, not as of the snapshot
-    snapshot["spend_budget"] = spend_budget(config)
-    snapshot["failing_deliveries"] = failing_deliveries()
+    snapshot = health_report(config)
     if args.json:
         emit_json(snapshot)
         return 0
@@ -205,6 +202,10 @@ def cmd_health(args: argparse.Namespace, config: Config) -> int:
             f"  failing: {entry['plugin']} {entry['hook']}{ticket} since {entry['since']}, {entry['attempts']} "
             f"attempt(s), next at {entry['retry_at']}: {entry['error']}"
         )
+    for entry in snapshot["sync_failing"]:
+        ticket = f" for {entry['ticket']}" if entry.get("ticket") else ""
+        tries = f", {entry['attempts']} attempt(s)" if entry.get("attempts") else " (waiting, not a failure)"
+        print(f"  sync: {entry['plugin']} {entry['hook']}{ticket} since {entry['since']}{tries}: {entry['error']}")
     budget = snapshot["spend_budget"]
     if budget is not None:
         print(
@@ -212,6 +213,32 @@ def cmd_health(args: argparse.Namespace, config: Config) -> int:
             f"{budget['window_seconds'] / 60:g} minutes"
         )
     return 0
+
+
+def cmd_sync(args: argparse.Namespace, config: Config) -> int:
+    """`mc sync`: one pass of the sources and deliveries (see ``mission_control.sync``); what it did on
+    stdout, what failed on stderr (exit 1)."""
+    from mc_hooks.manager import load_plugins
+    from mission_control.controller import Controller
+    from mission_control.effects import EffectHooks
+    from mission_control.sync import Sync
+
+    open_store(config)
+    plugins = load_plugins(config)
+    sync = Sync(config, plugins)
+    if not sync:
+        raise UsageError(f"{config.file}: no plugin is a source or delivery (add `github:` under plugins:)")
+    effects = EffectHooks(config, plugins, lambda: Controller(config, hooks=plugins.hook))
+    effects.open()
+    summary = sync.run_once()
+    effects.deliver_now()  # what the pass committed (an escalation, say) reaches the effect hooks now
+    for line in summary.done:
+        print(line)
+    for line in summary.failed:
+        print(f"mc: sync: {line}", file=sys.stderr)
+    if not summary.done and not summary.failed:
+        print("nothing new")
+    return 1 if summary.failed else 0
 
 
 def cmd_board(args: argparse.Namespace, config: Config) -> int:
@@ -317,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="the controller: pickup, harvest, reviews, operator sweeps")
     run.add_argument("--until-idle", action="store_true", help="exit 0 once nothing more can happen unaided")
     run.add_argument("--quiet", action="store_true", help="no line per decision on stderr")
+    sub.add_parser("sync", help="one pass of the trackers: new issues in, done work out, feedback back")
     sub.add_parser("doctor", help="check config, database, agent CLIs, git and the worktree root; exit 1 on a failure")
     op = sub.add_parser("operator", help="record health and reopen weak completions")
     op.add_argument("--once", action="store_true")
@@ -364,6 +392,7 @@ COMMANDS = {
     ("operator", None): cmd_operator,
     ("health", None): cmd_health,
     ("board", None): cmd_board,
+    ("sync", None): cmd_sync,
 }
 
 

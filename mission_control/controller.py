@@ -18,7 +18,7 @@ from typing import Any
 from mc_hooks import events
 from mc_hooks.manager import PluginFailed
 from mission_control import mc_orchestrator_flags as flags
-from mission_control import shadow_reviewer
+from mission_control import mirrors, shadow_reviewer
 from mission_control.config import Config
 from mission_control.facade_reads import TicketReads
 from mission_control.store import audit, deferred, queries
@@ -104,6 +104,18 @@ class Controller(TicketReads):
             return None
         path = self.config.root / "worktrees" / f"{ticket.key}.git"
         return path if path.is_dir() else None
+
+    def repository_env(self, url: str) -> dict[str, str]:
+        """What git needs to reach ``url`` (``repository_env`` of the plugin that knows it; ``{}`` when
+        none does). For the controller's own git commands only."""
+        found = self.hooks.repository_env(url=url, controller=self) if self.hooks else None
+        return dict(found or {})
+
+    def refresh_mirror(self, ticket: Ticket) -> None:
+        """For a ticket that names its repository by URL, bring this root's mirror of it up to date (see
+        :mod:`mission_control.mirrors`); nothing for a local one. WorkspaceError when it cannot be read."""
+        if ticket.repo and mirrors.is_url(ticket.repo):
+            mirrors.update(self.config.root, ticket.repo, self.repository_env(ticket.repo))
 
     def plugin_config(self, name: str | None = None) -> Mapping[str, Any]:
         """A plugin's own config section (default: the plugin being called)."""
@@ -288,7 +300,9 @@ class Controller(TicketReads):
         """Store a new ticket (its key is given in the same transaction) and record ``why``."""
         with one_transaction():
             ticket = queries.new_ticket(self.config.ticket_prefix, **fields)
-            self.record(ticket, events.CREATED, why)
+            self.record(
+                ticket, events.CREATED, why, data={"source": fields["source"]} if fields.get("source") else None
+            )
         return ticket
 
     def requeue_by_hand(self, ticket: Ticket, why: str = "set by hand", **fields: Any) -> None:

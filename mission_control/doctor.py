@@ -8,10 +8,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-from mc_hooks.manager import load_plugins
+from mc_hooks.manager import PluginHost, load_plugins
 from mc_hooks.settings import ConfigError
 from mission_control import agents, sandbox
 from mission_control.config import TESTS_STAGE, AgentSettings, Config, load_config
+from mission_control.controller import Controller
 from mission_control.store import StoreError
 from mission_control.store.connection import close_database, open_database
 from mission_control.worktrees import git
@@ -129,6 +130,9 @@ def checks(explicit: str | None) -> Iterator[tuple[bool, str]]:
             yield True, "plugins: nobody is told when a ticket needs a person (configure plugins.notify: see README)"
     except ConfigError as exc:
         yield False, f"plugins: {exc}"
+        plugins = None
+    if plugins is not None:
+        yield from plugin_checks(config, plugins)
     try:
         open_database(config.database)
         where = config.database if config.is_sqlite else config.database.split("@")[-1]
@@ -165,6 +169,20 @@ def checks(explicit: str | None) -> Iterator[tuple[bool, str]]:
         yield True, f"worktrees: {root} is writable"
     else:
         yield False, f"worktrees: {target} is not writable; runs cannot get a worktree"
+
+
+def plugin_checks(config: Config, plugins: PluginHost) -> Iterator[tuple[bool, str]]:
+    """Each plugin's own ``doctor_checks`` lines; one that raises is a failed line naming it (called
+    directly, not through the hook relay, which would record the error in a store that may not exist)."""
+    controller = Controller(config, hooks=plugins.hook)
+    for impl in reversed(plugins.pm.hook.doctor_checks.get_hookimpls()):
+        try:
+            lines = impl.function(*[{"controller": controller}[name] for name in impl.argnames])
+        except Exception as exc:  # noqa: BLE001 - a plugin's check failing is the check's answer
+            yield False, f"{impl.plugin_name}: its check failed: {type(exc).__name__}: {exc}"
+            continue
+        for ok, line in lines or ():
+            yield bool(ok), f"{impl.plugin_name}: {line}"
 
 
 def run_checks(explicit: str | None) -> int:

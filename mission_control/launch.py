@@ -9,11 +9,11 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mission_control import agents, egress, prompts, sandbox, worktrees
+from mission_control import agents, egress, mirrors, prompts, sandbox, worktrees
 from mission_control import ticket_runtime as rt
 from mission_control.config import TESTS_STAGE, AgentSettings, Config
 from mission_control.store import queries
@@ -82,10 +82,12 @@ CONTROLLER_ONLY = frozenset(
 )
 
 
-def inherited_env() -> dict[str, str]:
+def inherited_env(withheld: Iterable[str] = ()) -> dict[str, str]:
     """What every run inherits from the controller's environment: all of it but the controller's own
-    settings and database credentials (a running controller builds this once: see LoopContext)."""
-    return {k: v for k, v in os.environ.items() if k not in CONTROLLER_ONLY and not k.startswith("PG")}
+    settings, database credentials and ``withheld`` (plugins' secrets: ``secret_env``). A running
+    controller builds this once: see LoopContext."""
+    hidden = {*CONTROLLER_ONLY, *withheld}
+    return {k: v for k, v in os.environ.items() if k not in hidden and not k.startswith("PG")}
 
 
 def _env(
@@ -254,9 +256,10 @@ def worker(
     """
     profile = config.workers.get(run.profile, config.workers["default"])
     preset = agents.preset(profile)
-    confine = confiner(config, worktrees.ticket_path(config.root, ticket.key), ticket.repo)
+    repo = mirrors.local(config.root, ticket.repo)
+    confine = confiner(config, worktrees.ticket_path(config.root, ticket.key), repo)
     workspace = worktrees.prepare(
-        config.root, ticket.key, ticket.repo, ticket.branch, scratch_git=preset is not None, confine=confine
+        config.root, ticket.key, repo, ticket.branch, scratch_git=preset is not None, confine=confine
     )
     logs = log_dir(config, ticket)
     prompt_file = logs / f"{run.attempt}.prompt.md"
@@ -313,7 +316,7 @@ def worker(
         workspace,
     )
     readable = () if on_stdin else (prompt_file,)
-    return _sandboxed(config, ticket.key, plan, preset, profile, ticket.repo, readable, True, home, user_env)
+    return _sandboxed(config, ticket.key, plan, preset, profile, repo, readable, True, home, user_env)
 
 
 def _repo_mounts(repo: str | None) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
@@ -353,7 +356,7 @@ def workspace_of(config: Config, ticket: Ticket, run: WorkerRun) -> Workspace:
     scratch repository of a preset run; None for a plain scratch directory)."""
     workdir = Path(run.workdir) if run.workdir else worktrees.ticket_path(config.root, ticket.key)
     verified = worktrees.verified_path(config.root, ticket.key) if ticket.branch else None
-    return Workspace(workdir, ticket.branch, run.base_sha, ticket.repo, verified)
+    return Workspace(workdir, ticket.branch, run.base_sha, mirrors.local(config.root, ticket.repo), verified)
 
 
 def review_prompt(ticket: Ticket, sha: str, base: str | None) -> str:

@@ -146,6 +146,19 @@ def failing_deliveries() -> list[dict[str, Any]]:
     ]
 
 
+def health_report(config: Config) -> dict[str, Any]:
+    """What `mc health` and the board's ``/api/health`` show: the latest snapshot (or one as of now), the
+    spend live, the effect deliveries and the sync pass's calls that fail or wait."""
+    from mission_control.sync import failing_now
+
+    snapshot = latest_health() or live_health(config)  # none recorded yet: as of now
+    snapshot["spend"] = spend()  # live, not as of the snapshot
+    snapshot["spend_budget"] = spend_budget(config)
+    snapshot["failing_deliveries"] = failing_deliveries()
+    snapshot["sync_failing"] = [{**entry, "since": when(entry.get("since"))} for entry in failing_now()]
+    return snapshot
+
+
 def live_health(config: Config) -> dict[str, Any]:
     """A health snapshot as of now, not stored (for `mc health` before any was recorded)."""
     now = time.time()

@@ -31,6 +31,7 @@ from mission_control.config import Config, load_config
 from mission_control.controller import Controller, Death
 from mission_control.effects import EffectHooks
 from mission_control.launch import Launch
+from mission_control.launch import inherited_env as launch_env
 from mission_control.loop.apply import Applier
 from mission_control.loop.context import LoopContext
 from mission_control.loop.dispatch import Dispatcher
@@ -45,6 +46,7 @@ from mission_control.store import queries
 from mission_control.store.connection import connection_lost, database_id, drain_wakeups, store_gone
 from mission_control.store.models import ShadowReview, Ticket, WorkerRun
 from mission_control.store.transactions import write
+from mission_control.sync import Sync
 
 EFFECTS_DRAIN = 5.0  # seconds a stopping controller waits for the effect hooks to take what was committed
 FENCE_INTERVAL = 0.5  # seconds between checks that this controller still holds its running tickets
@@ -90,8 +92,10 @@ class Pickup:
         controller = Controller(config, hooks=plugins.hook)
         self.effects = self.effect_hooks(config, plugins)
         controller.effects = self.effects.wake
+        self.sync = Sync(config, plugins)
         host = os.environ.get("MC_HOST") or socket.gethostname()
         self.ctx = LoopContext(config, controller, watcher or rt.Watcher(), host, database_id())
+        self.ctx.inherited = run_env(plugins, controller)
         self.ctx.start = start or self.ctx.start
         self.ctx.clock = clock or self.ctx.clock
         self.clock = self.ctx.clock
@@ -183,6 +187,8 @@ class Pickup:
         if not self.effects.threads:
             self.effects.open()
             self.effects.start()
+        if self.sync and self.sync.thread is None:
+            self.sync.start()
         self.controller.deliver_effects()
         self.started = True
         return True
@@ -341,6 +347,7 @@ class Pickup:
             self.watcher.close()
             # What was committed is handed to the effect hooks before the process ends, as far as they take
             # it in time; what is left is delivered by the next controller (their cursors say where).
+            self.sync.stop()
             if self.effects.threads:
                 self.effects.drain(EFFECTS_DRAIN)
             self.effects.stop()
@@ -394,13 +401,24 @@ class Pickup:
             return
         self.ctx.config = self.controller.config = config
         self.controller.hooks = plugins.hook
+        self.ctx.inherited = run_env(plugins, self.controller)
         self.effects.drain(EFFECTS_DRAIN)
         self.effects.stop()
         self.effects = self.effect_hooks(config, plugins)
         self.controller.effects = self.effects.wake
         self.effects.open()
         self.effects.start()
+        self.sync.stop()
+        self.sync = Sync(config, plugins)
+        if self.sync:
+            self.sync.start()
         write(lambda: self.controller.record(None, "config", "reloaded config.yaml", kind="host"))
+
+
+def run_env(plugins: PluginHost, controller: Controller) -> dict[str, str]:
+    """What runs inherit from this controller's environment, without the plugins' secrets."""
+    secrets = plugins.hook.secret_env(controller=controller)
+    return launch_env(name for names in secrets for name in names or ())
 
 
 def run_controller(config: Config, until_idle: bool = False, quiet: bool = False) -> int:

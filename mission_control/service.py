@@ -16,19 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import peewee as pw
+
 from mc_hooks import events
+from mc_hooks.work import WorkItem
 from mission_control import mc_orchestrator_flags as flags
 from mission_control import worktrees
 from mission_control.config import Config
 from mission_control.controller import Controller, short
-from mission_control.store import audit, queries
+from mission_control.store import audit, queries, sources
 from mission_control.store.connection import notify_controllers, wait_for_locks_at_most
-from mission_control.store.models import STATUSES, VERDICTS, Ticket
+from mission_control.store.models import STATUSES, VERDICTS, Ticket, storable
 from mission_control.store.transactions import write
 
 TICKET_FIELDS = ("title", "body", "repo", "worker", "branch", "max_cost_usd")
 SHA_DIGITS = "0123456789abcdef"
 MAX_TEXT = 4 << 20  # characters of a title, body, comment or answer
+MAX_TITLE = 300  # characters of a title taken from a tracker
 
 
 class Refused(Exception):
@@ -136,10 +140,40 @@ class Service:
         write(lambda: self.controller.comment(ticket, body, author=self.actor.split(":", 1)[-1]))
         return ticket
 
-    def answer(self, key: str, text: str) -> Ticket:
+    def take_work_item(self, item: WorkItem) -> str | None:
+        """A tracker's item as a ticket (see ``list_work_items``): a new open item is added (one ticket per
+        ``item.source``, whichever controller sees it first); a known one that has not started takes the
+        new title and body; a closed one stops its unfinished ticket. Returns what was done, in a few
+        words, or None when nothing was."""
+        title = " ".join(storable(item.title).split())[:MAX_TITLE] or "(untitled)"
+        body = storable(item.body)[:MAX_TEXT]
+        known = sources.tickets_by_source([item.source]).get(item.source)
+        if known is None:
+            if not item.open:
+                return None
+            fields = {"title": title, "body": body, "repo": item.repo, "source": item.source}
+            fields["source_url"] = item.url or None
+            try:
+                ticket = write(lambda: self.controller.add_ticket(fields, f"from {item.source}"))
+            except pw.IntegrityError:  # another controller added it a moment ago
+                return None
+            notify_controllers()
+            return f"added {ticket.key}"
+        if not item.open:
+            if known.status not in ("todo", "in_progress", "in_review"):
+                return None
+            self.stop(known.key, why=f"{item.source} was closed" + (f" by {item.closed_by}" if item.closed_by else ""))
+            return f"stopped {known.key}"
+        if known.status == "todo" and known.attempts == 0 and (known.title, known.body) != (title, body):
+            self.edit(known.key, title=title, body=body)
+            return f"updated {known.key}"
+        return None
+
+    def answer(self, key: str, text: str, also: Callable[[], object] | None = None) -> Ticket:
         """Answer a ticket waiting for a person: it goes back to its worker, in the same agent session,
         with the person's words and the reason it was escalated under their own heading in the next
-        prompt; its review cycles and deaths count from zero again, as for any requeue by hand."""
+        prompt; its review cycles and deaths count from zero again, as for any requeue by hand. ``also``
+        runs in the same transaction (a tracker's answer is marked seen with it)."""
         self.guard("ticket answer")
         ticket = self.ticket(key)
         words = _required("answer", text)
@@ -155,6 +189,8 @@ class Service:
         feedback = {**pending, "answer": {"text": words, "by": person, "escalated": reason}}
 
         def answer() -> None:
+            if also is not None:
+                also()
             self.controller.comment(ticket, words, author=person)
             self.controller.record(ticket, events.ANSWER, f"answered: {short(words)}", data={"by": person})
             self.controller.requeue_by_hand(ticket, f"answered by {person}", pending_feedback=json.dumps(feedback))
@@ -182,12 +218,13 @@ class Service:
         else:
             write(lambda: self.controller.set_status(ticket, status, why, **fields))
         notify_controllers()
-        removable = status == "done" and ticket.repo and not self.config.keep_worktrees
+        # A tracker's ticket keeps its clone and agent session while its delivery may send it back.
+        removable = status == "done" and ticket.repo and not ticket.source and not self.config.keep_worktrees
         if removable and worktrees.remove(self.config.root, ticket.key, ticket.repo):  # after commit, as the loop does
             write(lambda: queries.forget_worktree(ticket.id))
         return ticket
 
-    def stop(self, key: str) -> Ticket:
+    def stop(self, key: str, why: str | None = None) -> Ticket:
         """Stop the ticket's run now and park it with its owner (``needs_input``): the controller that
         runs it stops it at once, and its end is not counted as a death."""
         self.guard("ticket stop")
@@ -195,10 +232,11 @@ class Service:
         if ticket.status not in ("todo", "in_progress", "in_review"):
             raise Refused(f"{ticket.key} is {ticket.status}: there is nothing to stop")
         person = self.actor.split(":", 1)[-1]
+        why = why or f"stopped by {person}"
 
         def stop() -> None:
-            self.controller.record(ticket, events.STOPPED, f"stopped by {person}", data={"by": person})
-            self.controller.set_status(ticket, "needs_input", f"stopped by {person}")
+            self.controller.record(ticket, events.STOPPED, why, data={"by": person})
+            self.controller.set_status(ticket, "needs_input", why)
 
         write(stop)
         notify_controllers()

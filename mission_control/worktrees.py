@@ -93,12 +93,14 @@ def git(cwd: str | Path, *args: str, timeout: float = GIT_TIMEOUT) -> subprocess
     return _run(argv, _scrubbed_env({"GIT_TERMINAL_PROMPT": "0", "GIT_NO_REPLACE_OBJECTS": "1"}), timeout)
 
 
-def own_git(git_dir: Path, *args: str, work_tree: Path | None = None) -> subprocess.CompletedProcess[str]:
+def own_git(
+    git_dir: Path, *args: str, work_tree: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run git on one of Mission Control's own repositories (``--git-dir``), honouring only its own
-    configuration (see ``OWN_ENV``)."""
+    configuration (see ``OWN_ENV``); ``env`` adds variables for this command alone (credentials)."""
     tree = ["--work-tree", str(work_tree)] if work_tree is not None else []
     argv = ["git", *OWN_CONFIG, "--git-dir", str(git_dir), *tree, *args]
-    return _run(argv, _scrubbed_env(OWN_ENV), GIT_TIMEOUT)
+    return _run(argv, _scrubbed_env({**OWN_ENV, **(env or {})}), GIT_TIMEOUT)
 
 
 def _check(result: subprocess.CompletedProcess[str], what: str) -> str:

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mission_control.board import pages
 from mission_control.config import Config
-from mission_control.luci_operator import failing_deliveries, latest_health, live_health, spend, spend_budget
+from mission_control.luci_operator import health_report
 from mission_control.service import Refused, Service
 from mission_control.store import views
 from mission_control.store.connection import connection_lost, reconnect
@@ -272,9 +272,7 @@ def create_app(config: Config, token: str | None = None, hosts: Iterable[str] = 
 
     async def api_health(request: Request) -> Response:
         def snapshot() -> dict[str, Any] | None:
-            latest = latest_health() or live_health(config)  # none recorded yet: as of now
-            failing = failing_deliveries()
-            return {**latest, "spend": spend(), "spend_budget": spend_budget(config), "failing_deliveries": failing}
+            return health_report(config)
 
         data = await reader.read(("api-health",), snapshot)
         if data is None:

@@ -65,6 +65,8 @@ class LoopContext:
         if self.config.keep_worktrees:
             return
         for ticket in done:
+            if ticket.source:  # its delivery may send it back to the same agent session: kept until it ends
+                continue
             if ticket.repo and worktrees.remove(self.config.root, ticket.key, ticket.repo):
                 write(partial(queries.forget_worktree, ticket.id))
 

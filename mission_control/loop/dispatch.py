@@ -120,6 +120,7 @@ class Dispatcher:
         prepared or a command that cannot start is a dead worker."""
         try:
             past = launch.history(run, self.ctx.controller.budget_of(ticket))
+            self.ctx.controller.refresh_mirror(ticket)
             plan = launch.worker(self.ctx.config, self.ctx.db_id, ticket, run, past, self.ctx.inherited)
             process = self.ctx.start("worker", run, plan)
         except OSError as exc:

@@ -85,6 +85,9 @@ class Ticket(BaseModel):
     created_at = pw.DoubleField(default=time.time)
     updated_at = pw.DoubleField(default=time.time)
     worktree = Text(null=True)  # where its runs work (removed when done, for repo tickets)
+    # The tracker item it was made from (``github:acme/app#12``, see mc_hooks.work): one ticket per item.
+    source = Char(max_length=255, null=True, unique=True)
+    source_url = Text(null=True)  # where a person reads that item
 
     class Meta:
         indexes = ((("status", "id"), False), (("status", "operator_checked"), False))
@@ -238,6 +241,28 @@ class Escalation(BaseModel):
     notified_at = pw.DoubleField(null=True, index=True)
 
 
+class Delivery(BaseModel):
+    """A ticket's done work handed back to its tracker (``deliver_work``): where it is, which commit was
+    delivered last, its state, and which feedback and answers from there were acted on (each once)."""
+
+    ticket_id: pw.IntegerField[int]  # the foreign key's raw value, declared for type checkers
+
+    ticket = pw.ForeignKeyField(Ticket, backref="deliveries", on_delete="CASCADE", unique=True)
+    plugin = Char(max_length=128)
+    url = Text(default="")
+    ref = Text(default="")
+    sha = Char(max_length=40)
+    # open, merged, closed; pending: nothing delivered yet, only answers seen
+    state = Char(max_length=16, default="open", index=True)
+    seen_json = Text(default="[]", column_name="seen")  # ids of feedback and answers acted on
+    created_at = pw.DoubleField(default=time.time)
+    updated_at = pw.DoubleField(default=time.time)
+
+    @property
+    def seen(self) -> list[str]:
+        return list(json.loads(self.seen_json))
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     Meta,
     Ticket,
@@ -248,4 +273,5 @@ MODELS: tuple[type[BaseModel], ...] = (
     ControllerProcess,
     WorkerRun,
     Escalation,
+    Delivery,
 )
