@@ -417,7 +417,7 @@ class Pickup:
 
 def run_env(plugins: PluginHost, controller: Controller) -> dict[str, str]:
     """What runs inherit from this controller's environment, without the plugins' secrets."""
-    secrets = plugins.hook.secret_env(controller=controller)
+    secrets = controller.hooks.secret_env(controller=controller) if controller.hooks else []
     return launch_env(name for names in secrets for name in names or ())
 
 

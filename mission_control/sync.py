@@ -33,7 +33,7 @@ from typing import Any
 from mc_hooks import events
 from mc_hooks.manager import PluginFailed, PluginHost
 from mc_hooks.work import Delivered, WorkItem, WorkNews
-from mission_control import shadow_reviewer, worktrees
+from mission_control import faults, shadow_reviewer, worktrees
 from mission_control.config import Config
 from mission_control.controller import Controller, short
 from mission_control.service import Refused, Service
@@ -122,6 +122,7 @@ class Sync:
                 if delivered is None:
                     continue
                 if isinstance(delivered, Delivered):
+                    faults.crash_point("sync:delivered")
                     self._delivered(plugin, ticket, delivered)
                     summary.done.append(f"{ticket.key}: delivered {delivered.url}")
                 break

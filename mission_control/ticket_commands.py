@@ -127,6 +127,11 @@ def cmd_ticket_show(args: argparse.Namespace, config: Config) -> int:
         f"attempts {ticket.attempts} · done_sha {ticket.done_sha or '-'} · worker {ticket.worker}"
     )
     print(f"branch {ticket.branch or '-'} · worktree {ticket.worktree or '-'} · repo {ticket.repo or '-'}")
+    if ticket.source:
+        print(f"from {ticket.source}" + (f" · {shown(ticket.source_url)}" if ticket.source_url else ""))
+    delivered = views.delivery(ticket)
+    if delivered:
+        print(f"delivered {delivered['sha'][:12]} · {delivered['state']} · {shown(delivered['url'])}")
     if ticket.body:
         print()
         print(shown(ticket.body, keep_lines=True))

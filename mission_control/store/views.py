@@ -13,6 +13,7 @@ from peewee import fn
 from mission_control.store.models import (
     Comment,
     ControllerProcess,
+    Delivery,
     Escalation,
     Event,
     ShadowReview,
@@ -45,6 +46,8 @@ def ticket_summary(ticket: Ticket) -> dict[str, Any]:
         "attempts": ticket.attempts,
         "max_cost_usd": ticket.max_cost_usd,
         "done_sha": ticket.done_sha,
+        "source": ticket.source,
+        "source_url": ticket.source_url,
         "created_at": when(ticket.created_at),
         "updated_at": when(ticket.updated_at),
     }
@@ -106,7 +109,22 @@ def ticket_details(ticket: Ticket, budget: float | None = None) -> dict[str, Any
         }
         for e in Escalation.select().where(Escalation.ticket == ticket.id).order_by(Escalation.id)
     ]
+    data["delivery"] = delivery(ticket)
     return data
+
+
+def delivery(ticket: Ticket) -> dict[str, Any] | None:
+    """Where the ticket's done work was handed back (``url``, ``sha``, ``state``), or None."""
+    found = Delivery.get_or_none(Delivery.ticket == ticket.id)
+    if found is None or found.state == "pending":
+        return None
+    return {
+        "plugin": found.plugin,
+        "url": found.url,
+        "sha": found.sha,
+        "state": found.state,
+        "updated_at": when(found.updated_at),
+    }
 
 
 def runs(ticket: Ticket) -> list[dict[str, Any]]:
