@@ -167,6 +167,13 @@ class GitHubServer:
             self.state.issues[number]["updated_at"] = _iso(time.time() + 1)
             return int(found["id"])
 
+    def open_pull(self, title: str, head: str, user: str = "alice") -> int:
+        """A person's pull request from ``head`` (a branch in the remote) to the default branch; returns
+        its number (GitHub lists it among the issues too)."""
+        status, pull, _ = self._create_pull({"title": title, "head": head, "base": self.default_branch}, user)
+        assert status == 201, pull
+        return int(pull["number"])
+
     def pulls(self) -> list[dict[str, Any]]:
         """The pull requests, as GitHub shows them."""
         with self.lock:
@@ -353,14 +360,16 @@ class GitHubServer:
         comment_id = self.comment(number, body["body"], user=self.login)
         return next(c for c in self.state.comments[number] if c["id"] == comment_id)
 
-    def _create_pull(self, body: Any) -> tuple[int, Any, dict[str, str]]:
+    def _create_pull(self, body: Any, user: str | None = None) -> tuple[int, Any, dict[str, str]]:
         head, base = body.get("head"), body.get("base")
         if self._head(head) is None:
             return 422, _invalid("PullRequest", "head", "invalid"), {}
         if any(p.get("head", {}).get("ref") == head and p["state"] == "open" for p in self.state.issues.values()):
             message = f"A pull request already exists for {self.owner}:{head}."
             return 422, {**_invalid("PullRequest", "head", "custom"), "errors": [{"message": message}]}, {}
-        number = self.issue(body.get("title", ""), body.get("body", ""), labels=(), user=self.login)
+        number = self.issue(
+            body.get("title", ""), body.get("body", ""), labels=("mc",) if user else (), user=user or self.login
+        )
         pull = self.state.issues[number]
         pull.update(
             head={"ref": head, "label": f"{self.owner}:{head}"},

@@ -106,8 +106,8 @@ def test_a_labelled_issue_becomes_a_ticket_with_its_source_and_link(github: GitH
 def test_resyncs_never_duplicate_and_other_labels_and_pull_requests_are_not_tickets(github: GitHubRoot) -> None:
     github.gh.issue("For MC")
     github.gh.issue("Someone else's", labels=["bug"])
-    github.gh.issue("A pull request in the listing", labels=["mc"])
-    github.gh.state.issues[3]["head"] = {"ref": "feature"}  # GitHub lists pull requests among issues
+    git(github.remote, "branch", "feature", "main")
+    github.gh.open_pull("A pull request, labelled too", head="feature")  # GitHub lists it among the issues
 
     for _ in range(3):
         github.sync()
