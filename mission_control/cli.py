@@ -204,7 +204,7 @@ def cmd_health(args: argparse.Namespace, config: Config) -> int:
         )
     for entry in snapshot["sync_failing"]:
         ticket = f" for {entry['ticket']}" if entry.get("ticket") else ""
-        tries = f", {entry['attempts']} attempt(s)" if entry.get("attempts") else " (waiting, not a failure)"
+        tries = " (waiting, not a failure)" if entry.get("waiting") else f", {entry['attempts']} attempt(s)"
         print(f"  sync: {entry['plugin']} {entry['hook']}{ticket} since {entry['since']}{tries}: {entry['error']}")
     budget = snapshot["spend_budget"]
     if budget is not None:
@@ -225,7 +225,7 @@ def cmd_sync(args: argparse.Namespace, config: Config) -> int:
 
     open_store(config)
     plugins = load_plugins(config)
-    sync = Sync(config, plugins)
+    sync = Sync(config, plugins, by_hand=True)
     if not sync:
         raise UsageError(f"{config.file}: no plugin is a source or delivery (add `github:` under plugins:)")
     effects = EffectHooks(config, plugins, lambda: Controller(config, hooks=plugins.hook))

@@ -52,12 +52,14 @@ INTERVAL = 1.0  # seconds between passes under `mc run`
 
 @dataclass
 class Pace:
-    """When one plugin may next be called for one thing, and why not before."""
+    """When one plugin may next be called for one thing, and why not before. ``waiting`` is a wait the
+    plugin asked for (a rate limit), which even a pass run by hand honours."""
 
     attempts: int = 0
     retry_at: float = 0.0
     error: str = ""
     since: float = 0.0
+    waiting: bool = False
 
 
 @dataclass
@@ -71,8 +73,13 @@ class Summary:
 class Sync:
     """The sync pass of one controller (see the module's docstring)."""
 
-    def __init__(self, config: Config, host: PluginHost, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, config: Config, host: PluginHost, clock: Callable[[], float] = time.time, by_hand: bool = False
+    ) -> None:
+        """``by_hand`` (``mc sync``): call every plugin now, unless it asked to wait (a rate limit), and
+        try again what was given up; failures still count, from where the last pass left them."""
         self.config = config
+        self.by_hand = by_hand
         self.clock = clock
         self.controller = Controller(config, hooks=host.hook, actor="sync")
         self.impls = {
@@ -80,7 +87,7 @@ class Sync:
             for hook in HOOKS
         }
         self.paces: dict[tuple[str, str, int | None], Pace] = {}
-        self.given_up: set[int] = set()
+        self.loaded = False
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
@@ -94,6 +101,10 @@ class Sync:
     def run_once(self) -> Summary:
         """One pass: in, out, news (see the module's docstring)."""
         summary = Summary()
+        if not self.loaded:
+            self.paces = stored_paces()
+            self.health_written = json.dumps(_health_rows(self.paces), sort_keys=True)
+            self.loaded = True
         self.take_items(summary)
         self.deliver(summary)
         self.read_news(summary)
@@ -115,8 +126,6 @@ class Sync:
     def deliver(self, summary: Summary) -> None:
         """Hand back every done ticket's work that was not yet, once its commit is done."""
         for ticket in sources.to_deliver():
-            if ticket.id in self.given_up:
-                continue
             for plugin, function, argnames in self.impls["deliver_work"]:
                 delivered = self._call(plugin, "deliver_work", ticket, function, argnames, summary)
                 if delivered is None:
@@ -233,8 +242,12 @@ class Sync:
         key = (plugin, hook, ticket.id if ticket is not None else None)
         pace = self.paces.get(key)
         now = self.clock()
-        if pace is not None and pace.retry_at > now:
+        if pace is not None and pace.retry_at > now and (pace.waiting or not self.by_hand):
+            if self.by_hand:
+                summary.failed.append(f"{plugin}.{hook}: waiting {pace.retry_at - now:.0f}s more: {pace.error}")
             return None
+        if pace is not None and pace.attempts >= MAX_ATTEMPTS and not self.by_hand:
+            return None  # given up: until a person runs `mc sync`
         offered = {"controller": self.controller, "ticket": ticket, **extra}
         self.controller.actor = plugin
         try:
@@ -255,6 +268,7 @@ class Sync:
         pace = self.paces.setdefault(key, Pace(since=now))
         error = f"{type(exc).__name__}: {exc}"
         seconds = getattr(exc, "seconds", None)
+        pace.waiting = seconds is not None
         if seconds is not None:  # TryLater: a rate limit, say; not the plugin's failure
             pace.retry_at = now + float(seconds)
             pace.error = str(exc)
@@ -271,24 +285,20 @@ class Sync:
         if pace.attempts == TELL_OWNER_AFTER:
             reason = f"Handing {ticket.key}'s work back failed {pace.attempts} times: {short(error, 300)}"
             write(lambda: self.controller.notify_owner(ticket, reason))
-        if pace.attempts >= MAX_ATTEMPTS:
-            self.given_up.add(ticket.id)
+        if pace.attempts == MAX_ATTEMPTS:
             facts = {"plugin": plugin, "attempts": pace.attempts, "error": short(error, 300)}
             write(
                 lambda: self.controller.record(ticket, events.DELIVERY_FAILED, f"given up: {short(error)}", data=facts)
             )
 
     def failing(self) -> list[dict[str, Any]]:
-        """What fails or waits now: ``{"plugin", "hook", "ticket", "attempts", "error", "since", "retry_at"}``."""
-        found = []
-        for (plugin, hook, ticket_id), pace in sorted(self.paces.items(), key=lambda kv: kv[1].since):
-            key = queries.ticket_key(ticket_id) if ticket_id is not None else None
-            found.append({"plugin": plugin, "hook": hook, "ticket": key, **asdict(pace)})
-        return found
+        """What fails or waits now: ``{"plugin", "hook", "ticket", "attempts", "error", "since", "waiting"}``."""
+        return failing_rows(_health_rows(self.paces))
 
     def save_health(self) -> None:
-        """Keep what fails in the store's ``meta`` for ``mc health`` (written only when it changes)."""
-        text = json.dumps([{k: v for k, v in f.items() if k != "retry_at"} for f in self.failing()], sort_keys=True)
+        """Keep the paces in the store's ``meta`` (written only when they change): ``mc health`` shows
+        them, and the next pass, in this process or another, goes on from them."""
+        text = json.dumps(_health_rows(self.paces), sort_keys=True)
         if text != self.health_written:
             write(lambda: queries.set_meta(HEALTH_KEY, text if text != "[]" else None))
             self.health_written = text
@@ -325,10 +335,45 @@ def _impls(host: PluginHost, hook: str) -> list[Any]:
     return list(getattr(host.pm.hook, hook).get_hookimpls())
 
 
-def failing_now() -> list[dict[str, Any]]:
-    """For ``mc health``: what the sync pass of a running controller last found failing or waiting."""
+def _health_rows(paces: dict[tuple[str, str, int | None], Pace]) -> list[dict[str, Any]]:
+    rows = [
+        {"plugin": plugin, "hook": hook, "ticket_id": ticket_id, **asdict(pace)}
+        for (plugin, hook, ticket_id), pace in paces.items()
+    ]
+    return sorted(rows, key=lambda row: (row["since"], row["plugin"], row["hook"], row["ticket_id"] or 0))
+
+
+def stored_paces() -> dict[tuple[str, str, int | None], Pace]:
+    """The paces the last pass left in the store (see :meth:`Sync.save_health`)."""
+    paces = {}
+    for row in _stored_rows():
+        try:
+            key = (str(row["plugin"]), str(row["hook"]), row.get("ticket_id"))
+            paces[key] = Pace(**{name: row[name] for name in ("attempts", "retry_at", "error", "since", "waiting")})
+        except (KeyError, TypeError):
+            continue
+    return paces
+
+
+def failing_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of paces as people read them: the ticket's key instead of its id."""
+    found = []
+    for row in rows:
+        ticket_id = row.get("ticket_id")
+        key = queries.ticket_key(ticket_id) if ticket_id is not None else None
+        found.append({**{k: v for k, v in row.items() if k != "ticket_id"}, "ticket": key})
+    return found
+
+
+def _stored_rows() -> list[dict[str, Any]]:
     raw = queries.meta_value(HEALTH_KEY)
     try:
-        return list(json.loads(raw)) if raw else []
+        rows = json.loads(raw) if raw else []
     except ValueError:
         return []
+    return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
+
+
+def failing_now() -> list[dict[str, Any]]:
+    """For ``mc health``: what the sync passes last found failing or waiting."""
+    return failing_rows(_stored_rows())

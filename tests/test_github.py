@@ -323,16 +323,38 @@ def test_an_escalation_is_asked_on_the_issue_and_answered_by_a_writer_with_slash
 
 def test_a_rate_limit_is_waited_out_and_shown_in_mc_health(github: GitHubRoot) -> None:
     github.gh.issue("Greet")
-    github.gh.rate_limited(reset_in=3600)
+    github.gh.rate_limited(reset_in=4)
 
     synced = github.sync(check=False)
 
-    assert synced.returncode == 1
-    assert "github.list_work_items: waiting 3600s" in synced.stderr or "waiting 3599s" in synced.stderr
+    assert synced.returncode == 1 and "github.list_work_items: waiting " in synced.stderr
     assert len(github.gh.requests) == 1  # nothing more asked in that pass
     health = github.mc("health").stdout
-    assert "sync: github list_work_items" in health and "rate limit" in health and "waiting" in health
-    assert github.sync().returncode == 0 and len(github.tickets()) == 1  # a new start looks again
+    assert "sync: github list_work_items" in health and "rate limit" in health and "(waiting, not a failure)" in health
+    again = github.sync(check=False)
+    assert again.returncode == 1 and len(github.gh.requests) == 1  # not even by hand before the reset
+    wait_for(lambda: github.sync(check=False).returncode == 0, timeout=30)
+    assert len(github.tickets()) == 1
+    assert "sync:" not in github.mc("health").stdout
+
+
+def test_a_delivery_that_keeps_failing_is_retried_and_its_owner_told(github: GitHubRoot) -> None:
+    number = github.gh.issue("Greet", body="script: commit")
+    github.sync()
+    github.run()
+    github.gh.fail("POST", "/repos/acme/app/pulls", 502, times=3)
+
+    for _ in range(3):
+        assert github.sync(check=False).returncode == 1
+    key = github.tickets()[0]["key"]
+    (told,) = github.show(key)["escalations"]
+    assert told["reason"].startswith(f"Handing {key}'s work back failed 3 times: RequestFailed")
+    assert any("failed 3 times" in c["body"] for c in github.gh.state.comments[number])  # on the issue too
+    assert "attempt(s)" in github.mc("health").stdout
+
+    github.sync()
+
+    assert len(github.gh.pulls()) == 1 and github.show(key)["delivery"]["state"] == "open"
 
 
 @pytest.mark.parametrize("status", [401, 422, 500, 502])
