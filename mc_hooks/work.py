@@ -16,8 +16,9 @@ STATES = ("open", "merged", "closed")
 class WorkItem:
     """One piece of work in a tracker, as a ticket should hold it.
 
-    :param source: the item's stable external id, ``<plugin>:<where>#<id>`` (``github:acme/app#12``);
-        one ticket per id, whatever how often it is listed.
+    :param source: the item's stable external id, at most 255 characters, named so no other tracker's
+        could be the same (``github:acme/app#12``, ``linear:ENG-42``); one ticket per id, however often it is
+        listed.
     :param title: the ticket's title.
     :param body: the ticket's body (Markdown).
     :param url: where a person reads the item (shown by ``mc ticket show`` and the board).

@@ -18,7 +18,7 @@ from typing import Any
 from mc_hooks import events
 from mc_hooks.manager import PluginFailed
 from mission_control import mc_orchestrator_flags as flags
-from mission_control import mirrors, shadow_reviewer
+from mission_control import mirrors, shadow_reviewer, worktrees
 from mission_control.config import Config
 from mission_control.facade_reads import TicketReads
 from mission_control.store import audit, deferred, queries
@@ -116,6 +116,19 @@ class Controller(TicketReads):
         :mod:`mission_control.mirrors`); nothing for a local one. WorkspaceError when it cannot be read."""
         if ticket.repo and mirrors.is_url(ticket.repo):
             mirrors.update(self.config.root, ticket.repo, self.repository_env(ticket.repo))
+
+    def push_done_work(self, ticket: Ticket, url: str, branch: str) -> None:
+        """Push the ticket's verified done commit to ``branch`` at ``url`` (a fast-forward), from Mission
+        Control's verified repository with its own git configuration only, credentials from
+        ``repository_env`` for this command alone. WorkspaceError (one line) when it cannot."""
+        verified = self.verified_repository(ticket)
+        if verified is None or not ticket.done_sha:
+            raise worktrees.WorkspaceError(f"{ticket.key} has no verified commit to push")
+        env = self.repository_env(url)
+        pushed = worktrees.own_git(verified, "push", "-q", url, f"{ticket.done_sha}:refs/heads/{branch}", env=env)
+        if pushed.returncode != 0:
+            detail = " ".join((pushed.stderr or pushed.stdout).split())[:300] or f"exit {pushed.returncode}"
+            raise worktrees.WorkspaceError(f"push of {branch} to {mirrors.without_credentials(url)} failed: {detail}")
 
     def plugin_config(self, name: str | None = None) -> Mapping[str, Any]:
         """A plugin's own config section (default: the plugin being called)."""

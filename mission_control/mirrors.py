@@ -48,7 +48,7 @@ def update(root: Path, url: str, env: dict[str, str] | None = None) -> Path:
     fetched = own_git(
         mirror, "fetch", "-q", "--prune", "--no-tags", url, "+refs/heads/*:refs/remotes/origin/*", env=env
     )
-    _ok(fetched, f"cannot fetch {_safe(url)}")
+    _ok(fetched, f"cannot fetch {without_credentials(url)}")
     head = own_git(mirror, "ls-remote", "--symref", url, "HEAD", env=env)
     found = re.search(r"^ref: refs/heads/(\S+)\tHEAD", head.stdout, re.MULTILINE)
     if found:
@@ -58,7 +58,7 @@ def update(root: Path, url: str, env: dict[str, str] | None = None) -> Path:
     return mirror
 
 
-def _safe(url: str) -> str:
+def without_credentials(url: str) -> str:
     """``url`` without any user or password in it (for messages)."""
     return re.sub(r"://[^/@]*@", "://", url)
 

@@ -116,8 +116,8 @@ class Sync:
         for plugin, function, argnames in self.impls["list_work_items"]:
             items = self._call(plugin, "list_work_items", None, function, argnames, summary)
             for item in items or ():
-                if not isinstance(item, WorkItem) or not item.source.startswith(f"{plugin}:"):
-                    summary.failed.append(f"{plugin}: not a WorkItem of its own: {short(repr(item), 80)}")
+                if not isinstance(item, WorkItem) or not item.source or len(item.source) > 255:
+                    summary.failed.append(f"{plugin}: not a WorkItem with a source id: {short(repr(item), 80)}")
                     continue
                 done = Service(self.config, actor=plugin).take_work_item(item)
                 if done:

@@ -128,7 +128,7 @@ class GitHub:
         if number is None or not ticket.done_sha:
             return None
         branch = ticket.branch or f"mc/{ticket.key}"
-        self._push(ticket, controller, branch)
+        controller.push_done_work(ticket, self.clone_url, branch)
         pull = self._open_pull(branch)
         if pull is None:
             base = self._json(self.gh.rest.repos.get(self.owner, self.name))["default_branch"]
@@ -144,18 +144,6 @@ class GitHub:
             pull = self._json(created)
         self._comment_once(number, f"mc:pull:{pull['number']}", f"Mission Control opened {pull['html_url']} for this.")
         return Delivered(url=str(pull["html_url"]), sha=ticket.done_sha, ref=f"pull/{pull['number']}")
-
-    def _push(self, ticket: Ticket, controller: Controller, branch: str) -> None:
-        from mission_control.worktrees import own_git
-
-        verified = controller.verified_repository(ticket)
-        if verified is None:
-            raise RuntimeError(f"{ticket.key} has no verified repository to push from")
-        env = self.repository_env(self.clone_url) or {}
-        pushed = own_git(verified, "push", "-q", self.clone_url, f"{ticket.done_sha}:refs/heads/{branch}", env=env)
-        if pushed.returncode != 0:
-            detail = " ".join((pushed.stderr or pushed.stdout).split())[:300]
-            raise RuntimeError(f"push of {branch} to {self.repo} failed: {detail}")
 
     def _open_pull(self, branch: str) -> dict[str, Any] | None:
         found = self.gh.rest.pulls.list(self.owner, self.name, head=f"{self.owner}:{branch}", state="open")

@@ -408,3 +408,23 @@ def test_a_done_tickets_page_shows_what_its_commit_changed(tmp_path: Path) -> No
         server.stop()
     assert 'id="diff"' in page and "hello.html | 1 +" in page
     assert "+&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+
+
+def test_a_tracker_tickets_page_links_its_issue_and_never_a_script_url(board: Board, board_root: McRoot) -> None:
+    first = board_root.add("from github")
+    second = board_root.add("hostile link")
+    board_root.sql(
+        "UPDATE ticket SET source = ?, source_url = ? WHERE key = ?",
+        "github:acme/app#12",
+        "https://github.com/acme/app/issues/12",
+        first,
+    )
+    board_root.sql(
+        "UPDATE ticket SET source = ?, source_url = ? WHERE key = ?", "evil:1", "javascript:alert(1)", second
+    )
+
+    _, _, page = board.get(f"/tickets/{first}")
+    _, _, hostile = board.get(f"/tickets/{second}")
+
+    assert '<a href="https://github.com/acme/app/issues/12" rel="noreferrer noopener">github:acme/app#12</a>' in page
+    assert "evil:1" in hostile and 'href="javascript:' not in hostile

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from markdown_it import MarkdownIt
 
 from mission_control import mc_orchestrator_flags as flags
+from mission_control import mirrors, worktrees
 from mission_control import ticket_runtime as rt
-from mission_control import worktrees
 from mission_control.board.readable import readable
 from mission_control.config import Config
 from mission_control.luci_operator import latest_health, spend
@@ -144,8 +145,9 @@ def done_diff(config: Config, ticket: Any, runs: list[dict[str, Any]]) -> str | 
     if base is None:
         return None
     args = ("diff", "--no-ext-diff", "--no-textconv", "--no-color", "--stat", "--patch", base, ticket.done_sha)
-    if ticket.repo:
-        result = worktrees.git(ticket.repo, *args, timeout=5)
+    repo = mirrors.local(config.root, ticket.repo)
+    if repo and Path(repo).is_dir():
+        result = worktrees.git(repo, *args, timeout=5)
     else:
         verified = worktrees.verified_path(config.root, ticket.key)
         if not verified.is_dir():
