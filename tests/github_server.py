@@ -261,8 +261,7 @@ class GitHubServer:
         with self.lock:
             self.requests.append(recorded)
         status, payload, extra = self._answer(method, parts.path, query, headers, body)
-        recorded.status = status
-        self._send(handler, status, payload, extra, headers)
+        recorded.status = self._send(handler, status, payload, extra, headers)
 
     def _answer(
         self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: Any
@@ -420,7 +419,7 @@ class GitHubServer:
 
     def _send(
         self, handler: BaseHTTPRequestHandler, status: int, payload: Any, extra: dict[str, str], headers: dict[str, str]
-    ) -> None:
+    ) -> int:
         data = json.dumps(payload).encode() if payload is not None else b""
         etag = f'W/"{hashlib.sha256(data).hexdigest()[:32]}"'
         if status == 200 and handler.command == "GET" and headers.get("if-none-match") == etag:
@@ -447,6 +446,7 @@ class GitHubServer:
             handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(data)
+        return status
 
 
 _REASONS = {

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -414,3 +415,29 @@ def wait_for(predicate: Any, timeout: float = 60) -> None:
     while not predicate():
         assert time.time() < deadline, "condition not reached in time"
         time.sleep(0.1)
+
+
+def test_repeated_looks_at_a_pull_request_are_conditional_requests_that_cost_no_rate_limit(
+    github: GitHubRoot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mc_hooks.settings import Section
+    from mc_hooks.work import Delivered
+    from mc_plugins.github import GitHub
+
+    monkeypatch.setenv(TOKEN_ENV, github.gh.token)
+    settings = {"repo": "acme/app", "api_url": github.gh.url, "token_env": TOKEN_ENV, "poll_interval": 1}
+    plugin = GitHub(Section(settings, "plugins.github", "config.yaml"))
+    git(github.remote, "branch", "mc/MC-1", "main")
+    pull = github.gh.open_pull("Greet", head="mc/MC-1", user="mc-bot")
+    sha = github.remote_head("mc/MC-1")
+    ticket = SimpleNamespace(id=1, key="MC-1", source="github:acme/app#9", status="done")
+    delivered = Delivered(url="https://github.example/acme/app/pull/2", sha=sha, ref=f"pull/{pull}")
+
+    for _ in range(2):
+        plugin.next_news.clear()
+        news = plugin.read_work_news(ticket, delivered, controller=None)
+        assert news is not None and news.state == "open"
+
+    looks = github.gh.requests_to("GET", f"/repos/acme/app/pulls/{pull}")
+    assert [r.status for r in looks] == [200, 304] and "if-none-match" in looks[1].headers
+    assert github.gh.remaining == github.gh.rate_limit - len([r for r in github.gh.requests if r.status != 304])
