@@ -138,7 +138,7 @@ class GitHub:
                 title=f"{ticket.title} (#{number})",
                 head=branch,
                 base=base,
-                body=self._pull_body(ticket, controller, number),
+                body=redacted(self._pull_body(ticket, controller, number)),
                 draft=self.draft,
             )
             pull = self._json(created)
@@ -255,7 +255,7 @@ class GitHub:
         who = f"@{login}" if login else owner
         body = (
             f"{who}: Mission Control needs a person for {ticket.key}.\n\n> "
-            + "\n> ".join(reason.splitlines() or [""])
+            + "\n> ".join(redacted(reason).splitlines() or [""])
             + "\n\nAnswer with a comment `/mc answer <your answer>` (from someone with write access), "
             f'or `mc ticket answer {ticket.key} "..."`.\n\n{MARK}'
         )
@@ -321,6 +321,25 @@ class GitHub:
             return call()
         except RateLimitExceeded as exc:
             raise TryLater(exc.retry_after.total_seconds(), f"GitHub rate limit: {_why(exc)}") from None
+
+
+# Shapes of credentials an agent could read in its own HOME (its login) and try to carry out through text
+# Mission Control posts on GitHub (an escalation's reason can quote a reviewer): never posted.
+SECRET_SHAPES = re.compile(
+    r"(sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{16,}|xox[abpr]-[A-Za-z0-9-]{10,}"
+    r"|AKIA[0-9A-Z]{16}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})"
+)
+SECRET_NAMES = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+
+def redacted(text: str) -> str:
+    """``text`` with credential-shaped strings and the values of the controller's secret-named environment
+    variables replaced by ``[redacted]``: what Mission Control writes on GitHub is public to the repository's
+    readers, and part of it (a reason) may quote an agent."""
+    for name, value in os.environ.items():
+        if len(value) >= 8 and SECRET_NAMES.search(name) and value in text:
+            text = text.replace(value, "[redacted]")
+    return SECRET_SHAPES.sub("[redacted]", text)
 
 
 def _check_text(run: dict[str, Any]) -> str:

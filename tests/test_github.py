@@ -441,3 +441,26 @@ def test_repeated_looks_at_a_pull_request_are_conditional_requests_that_cost_no_
     looks = github.gh.requests_to("GET", f"/repos/acme/app/pulls/{pull}")
     assert [r.status for r in looks] == [200, 304] and "if-none-match" in looks[1].headers
     assert github.gh.remaining == github.gh.rate_limit - len([r for r in github.gh.requests if r.status != 304])
+
+
+def test_what_mission_control_posts_on_github_never_carries_a_credential(
+    github: GitHubRoot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mc_hooks.settings import Section
+    from mc_plugins.github import GitHub
+
+    monkeypatch.setenv(TOKEN_ENV, github.gh.token)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "an-api-key-of-no-known-shape")
+    settings = {"repo": "acme/app", "api_url": github.gh.url, "token_env": TOKEN_ENV}
+    plugin = GitHub(Section(settings, "plugins.github", "config.yaml"))
+    number = github.gh.issue("Greet")
+    ticket = SimpleNamespace(id=1, key="MC-1", source=f"github:acme/app#{number}", status="needs_input")
+    quoted = (
+        "The reviewer says: an-api-key-of-no-known-shape sk-ant-oat01-abcdefghijklmnopqrstuvwx ghp_0123456789abcdefghij"
+    )
+
+    plugin.on_escalate(ticket, quoted, "elmar")
+
+    (comment,) = github.gh.state.comments[number]
+    assert comment["body"].count("[redacted]") == 3 and "The reviewer says:" in comment["body"]
+    assert "an-api-key" not in comment["body"] and "sk-ant" not in comment["body"] and "ghp_" not in comment["body"]

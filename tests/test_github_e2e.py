@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,52 @@ def test_claude_code_takes_an_issue_to_a_merged_pull_request_through_a_failed_ch
 def ours(gh: GitHubServer) -> list[dict[str, Any]]:
     """The pull requests Mission Control opened (not the person's one in the listing)."""
     return [p for p in gh.pulls() if p["head"]["ref"].startswith("mc/")]
+
+
+def test_claude_code_asks_on_the_issue_and_a_writers_slash_mc_answer_reaches_its_session(
+    tmp_path: Path, claude_cli: str, model_server: Any, gh: GitHubServer, remote: Path
+) -> None:
+    settings = {"repo": "acme/app", "api_url": gh.url, "clone_url": f"file://{remote}", "token_env": TOKEN_ENV}
+    root = AgentRoot(tmp_path / "root", claude_cli, model_server)
+    root.config["plugins"]["github"] = {**settings, "poll_interval": 1, "logins": {"elmar": "elmar-gh"}}
+    root.config["plugins"]["dead_worker_retry"] = {"max_deaths": 1}
+    root.write_config()
+    env = root.env(**{TOKEN_ENV: gh.token})
+    number = gh.issue("Add a greeting", body="Greet people.")
+    gh.state.permissions["elmar-gh"] = "write"
+    gh.rate_limited(reset_in=2)
+    limited = root.mc("sync", env=env, check=False)
+    assert limited.returncode == 1 and "waiting" in limited.stderr  # backed off, not a crash
+    wait_for_sync(root, env)
+    key = "MC-1"
+    unsure = "I cannot tell where the greeting should go, so I changed nothing."
+    model_server.script(
+        [text(unsure), *commit("hello.txt", "hello\n", "Add hello.txt"), text("Done.")], match=worker_of(key)
+    )
+    model_server.script([verdict("pass", ["hello.txt is there"])], match=reviewer_of(key))
+
+    root.mc("run", "--until-idle", env=env, timeout=300)
+    assert root.show(key)["status"] == "needs_input"
+    root.mc("sync", env=env)  # the escalation reaches the issue
+    (asked,) = [c for c in gh.state.comments[number] if c["user"]["login"] == "mc-bot"]
+    assert "@elmar-gh" in asked["body"] and unsure in asked["body"]
+
+    gh.comment(number, "/mc answer Put it in hello.txt at the top level.", user="elmar-gh")
+    root.mc("sync", env=env)
+    root.mc("run", "--until-idle", env=env, timeout=300)
+    root.mc("sync", env=env)
+
+    ticket = root.show(key)
+    first, second = worker_runs(ticket)
+    assert second["session"] == first["session"]
+    resumed = [r for r in model_server.requests_for(worker_of(key)) if "Put it in hello.txt" in r.user_text]
+    assert resumed and "elmar-gh answered" in resumed[0].user_text
+    assert ticket["status"] == "done" and len(ours(gh)) == 1
+
+
+def wait_for_sync(root: AgentRoot, env: dict[str, str]) -> None:
+    """`mc sync` until it succeeds (a rate limit has reset)."""
+    deadline = time.time() + 30
+    while root.mc("sync", env=env, check=False).returncode != 0:
+        assert time.time() < deadline, "mc sync kept failing"
+        time.sleep(0.5)
