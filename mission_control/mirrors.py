@@ -11,6 +11,7 @@ credentials come in the environment of the one command that needs them (``reposi
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import re
 from pathlib import Path
@@ -42,8 +43,16 @@ def update(root: Path, url: str, env: dict[str, str] | None = None) -> Path:
     """Create or refresh the mirror of ``url`` and return it; WorkspaceError (one line) when the remote
     cannot be read. ``env`` holds the credentials, for these commands only."""
     mirror = path(root, url)
+    mirror.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Tickets of one repository start together, from one or several controllers of this root: one fetch
+    # at a time (git would refuse the second's ref updates while the first holds their locks).
+    with open(mirror.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _update(mirror, url, env)
+
+
+def _update(mirror: Path, url: str, env: dict[str, str] | None) -> Path:
     if not (mirror / "HEAD").exists():
-        mirror.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _ok(own_git(mirror, "init", "-q", "--bare"), f"cannot create {mirror}")
     fetched = own_git(
         mirror, "fetch", "-q", "--prune", "--no-tags", url, "+refs/heads/*:refs/remotes/origin/*", env=env

@@ -464,3 +464,16 @@ def test_what_mission_control_posts_on_github_never_carries_a_credential(
     (comment,) = github.gh.state.comments[number]
     assert comment["body"].count("[redacted]") == 3 and "The reviewer says:" in comment["body"]
     assert "an-api-key" not in comment["body"] and "sk-ant" not in comment["body"] and "ghp_" not in comment["body"]
+
+
+def test_tickets_of_one_repository_starting_together_share_its_mirror_without_failing(github: GitHubRoot) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mission_control import mirrors
+
+    url = f"file://{github.remote}"
+    with ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(lambda _: mirrors.update(github.root.path, url), range(8)))
+
+    assert len(set(done)) == 1
+    assert git(done[0], "rev-parse", "refs/heads/main") == github.remote_head("main")
