@@ -226,6 +226,9 @@ class Sync:
             and worktrees.remove(self.config.root, ticket.key, ticket.repo)
         ):
             write(lambda: queries.forget_worktree(ticket.id))
+        if state == "merged":  # the next ticket of this repository starts from the merge (best effort)
+            with contextlib.suppress(worktrees.WorkspaceError):
+                self.controller.refresh_mirror(ticket)
 
     # -- calling plugins at their own pace ---------------------------------------------------------
 

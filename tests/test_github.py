@@ -19,6 +19,7 @@ import pytest
 from github_server import GitHubServer
 
 from conftest import McRoot, git, make_repo, worker_runs
+from mission_control import mirrors
 
 TOKEN_ENV = "MC_TEST_GITHUB_TOKEN"
 
@@ -247,6 +248,8 @@ def test_a_merged_pull_request_ends_the_tickets_work_and_removes_its_clone(githu
     shown = github.show(key)
     assert shown["status"] == "done" and shown["delivery"]["state"] == "merged"
     assert not (github.root.path / "worktrees" / key).exists()
+    mirror = mirrors.path(github.root.path, f"file://{github.remote}")
+    assert git(mirror, "rev-parse", "refs/heads/main") == github.remote_head("main") == shown["done_sha"]
 
 
 def test_a_controller_killed_between_push_and_create_leaves_one_pull_request(github: GitHubRoot) -> None:
@@ -468,8 +471,6 @@ def test_what_mission_control_posts_on_github_never_carries_a_credential(
 
 def test_tickets_of_one_repository_starting_together_share_its_mirror_without_failing(github: GitHubRoot) -> None:
     from concurrent.futures import ThreadPoolExecutor
-
-    from mission_control import mirrors
 
     url = f"file://{github.remote}"
     with ThreadPoolExecutor(4) as pool:

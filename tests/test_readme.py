@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import McRoot
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -90,3 +92,19 @@ def test_every_agent_config_in_the_readme_loads(tmp_path: Path) -> None:
         config = load_config(path, env={})
         agents.add(config.workers["default"].agent)
     assert agents == {"claude-code", "codex", "aider"}
+
+
+def test_the_readme_source_plugin_makes_tickets_with_mc_sync(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    root = McRoot(tmp_path / "root")
+    (root.path / "todo_file.py").write_text(_python_block(readme, "# todo_file.py: each line of todo.txt is a ticket"))
+    todo = tmp_path / "todo.txt"
+    todo.write_text("Add a greeting\n\nRename the CLI\n", encoding="utf-8")
+    root.config["plugins"]["todo_file:TodoFile"] = {"path": str(todo)}
+    root.write_config()
+
+    first = root.mc("sync")
+    again = root.mc("sync")
+
+    assert first.stdout.splitlines() == ["todo_file:1: added MC-1", "todo_file:3: added MC-2"]
+    assert again.stdout.strip() == "nothing new"
