@@ -7,10 +7,12 @@ import json
 import time
 from typing import Any
 
+import peewee as pw
+
 from mission_control.store.models import Delivery, Ticket
 from mission_control.store.transactions import update_row
 
-UNFINISHED = ("todo", "in_progress", "in_review", "needs_input")
+ENDED = ("merged", "closed")
 
 
 def tickets_by_source(sources: list[str]) -> dict[str, Ticket]:
@@ -23,20 +25,13 @@ def tickets_by_source(sources: list[str]) -> dict[str, Ticket]:
 def to_deliver() -> list[Ticket]:
     """Done tickets from a tracker whose done commit was not handed back yet (never delivered, or a
     new commit since), unless their delivery has ended (merged or closed)."""
-    done = list(
-        Ticket.select()
-        .where(Ticket.source.is_null(False) & (Ticket.status == "done") & Ticket.done_sha.is_null(False))
+    undelivered = Delivery.id.is_null() | (Delivery.state.not_in(ENDED) & (Delivery.sha != Ticket.done_sha))
+    return list(
+        Ticket.select(Ticket)
+        .join(Delivery, pw.JOIN.LEFT_OUTER, on=(Delivery.ticket == Ticket.id))
+        .where(Ticket.source.is_null(False) & (Ticket.status == "done") & Ticket.done_sha.is_null(False) & undelivered)
         .order_by(Ticket.id)
     )
-    if not done:
-        return []
-    delivered = {d.ticket_id: d for d in Delivery.select().where(Delivery.ticket.in_([t.id for t in done]))}
-    return [
-        t
-        for t in done
-        if t.id not in delivered
-        or (delivered[t.id].state not in ("merged", "closed") and delivered[t.id].sha != t.done_sha)
-    ]
 
 
 def deliveries_to_read() -> list[tuple[Ticket, Delivery | None]]:
