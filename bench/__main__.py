@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from bench.bare_loop import bare_loop
+from bench.sync_pass import sync_pass
 
 ROOT = Path(__file__).resolve().parent
 WORKER_DONE = ["sh", "-c", "echo 'DONE: 0123abcd'"]
@@ -650,6 +651,14 @@ def table(results: dict[str, Any]) -> str:
             "<= 3000 ns",
             hooks["mc_ns"] <= 3000,
         ),
+        (
+            "sync pass (trackers)",
+            f"{results['sync']['tickets']} tracker tickets: idle {results['sync']['idle_pass_ms']:.2f} ms, "
+            f"scan {results['sync']['scan_ms']:.1f} ms; {results['sync']['items_per_s']:.0f} new items/s",
+            f"ratio {results['sync']['ratio']:.2f} of direct inserts",
+            "idle <= 1 ms, scan <= 50 ms",
+            results["sync"]["idle_pass_ms"] <= 1 and results["sync"]["scan_ms"] <= 50,
+        ),
     ]
     web = results.get("board", {"skipped": "not measured"})
     if "skipped" in web:
@@ -716,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the bench works, not the targets")
     parser.add_argument(
         "--only",
-        choices=("lifecycle", "retry", "reaction", "scale", "hooks", "sandbox", "postgres", "board"),
+        choices=("lifecycle", "retry", "reaction", "scale", "hooks", "sandbox", "postgres", "board", "sync"),
         help="run one figure and print its raw result (for profiling work)",
     )
     parser.add_argument("--tickets", type=int, help="with --only: how many tickets")
@@ -736,6 +745,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sandbox": lambda: sandbox_start(n),
                 "scale": lambda: scale(base, (n, 10 * n), (n, 10 * n)),
                 "board": lambda: board(base, n),
+                "sync": lambda: sync_pass(n, min(n, 1000)),
             }[args.only]
             print(json.dumps(figure(), indent=2))
         finally:
@@ -757,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
             "sandbox": sandbox_start(20 if quick else 200),
             "postgres": postgres(base, 30 if quick else 1000),
             "board": board(base, 1_000 if quick else 10_000, 10 if quick else 50),
+            "sync": sync_pass(1_000 if quick else 10_000, 100 if quick else 1_000),
         }
     finally:
         shutil.rmtree(base, ignore_errors=True)

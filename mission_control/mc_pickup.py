@@ -91,8 +91,8 @@ class Pickup:
         plugins = load_plugins(config)
         controller = Controller(config, hooks=plugins.hook)
         self.effects = self.effect_hooks(config, plugins)
-        controller.effects = self.effects.wake
         self.sync = Sync(config, plugins)
+        controller.effects = self.committed
         host = os.environ.get("MC_HOST") or socket.gethostname()
         self.ctx = LoopContext(config, controller, watcher or rt.Watcher(), host, database_id())
         self.ctx.inherited = run_env(plugins, controller)
@@ -352,6 +352,11 @@ class Pickup:
                 self.effects.drain(EFFECTS_DRAIN)
             self.effects.stop()
 
+    def committed(self) -> None:
+        """Something this controller did was committed: the effect hooks and the sync pass look now."""
+        self.effects.wake()
+        self.sync.wake.set()
+
     def effect_hooks(self, config: Config, plugins: PluginHost) -> EffectHooks:
         """The effect hooks of ``plugins``, each delivered by a thread of its own with a facade of its own."""
 
@@ -405,7 +410,7 @@ class Pickup:
         self.effects.drain(EFFECTS_DRAIN)
         self.effects.stop()
         self.effects = self.effect_hooks(config, plugins)
-        self.controller.effects = self.effects.wake
+        self.controller.effects = self.committed
         self.effects.open()
         self.effects.start()
         self.sync.stop()

@@ -9,6 +9,7 @@ wakes the controllers. The callers only parse their input and print or render th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -104,9 +105,10 @@ class Service:
         return self.add_many([self.ticket_fields(values)], "added by hand")[0]
 
     def add_many(self, rows: Iterable[Mapping[str, Any]], why: str) -> list[Ticket]:
-        """New tickets from checked fields (:meth:`ticket_fields`), all in one transaction."""
+        """New tickets from checked fields (:meth:`ticket_fields`), all in one transaction (a tracker's
+        item: ``why`` is followed by its ``source``)."""
         rows = list(rows)
-        added = write(lambda: [self.controller.add_ticket(fields, why) for fields in rows])
+        added = write(lambda: [self.controller.add_ticket(fields, _why(why, fields)) for fields in rows])
         notify_controllers()
         return added
 
@@ -140,32 +142,49 @@ class Service:
         write(lambda: self.controller.comment(ticket, body, author=self.actor.split(":", 1)[-1]))
         return ticket
 
-    def take_work_item(self, item: WorkItem) -> str | None:
-        """A tracker's item as a ticket (see ``list_work_items``): a new open item is added (one ticket per
-        ``item.source``, whichever controller sees it first); a known one that has not started takes the
-        new title and body; a closed one stops its unfinished ticket. Returns what was done, in a few
-        words, or None when nothing was."""
+    def take_work_items(self, items: Iterable[WorkItem]) -> list[str]:
+        """A tracker's items as tickets (see ``list_work_items``): new open items are added, all in one
+        transaction (one ticket per ``item.source``, whichever controller sees it first); a known one that
+        has not started takes the new title and body; a closed one stops its unfinished ticket. Returns what
+        was done, a few words per item."""
+        items = list({item.source: item for item in items}.values())  # the last word on each item
+        known = sources.tickets_by_source([item.source for item in items])
+        new = [self._fields_of(item) for item in items if item.source not in known and item.open]
+        done: list[str] = []
+        if new:
+            try:
+                added = self.add_many(new, "from a tracker")
+            except pw.IntegrityError:  # another controller added one of them a moment ago: one by one
+                added = []
+                for fields in new:
+                    with contextlib.suppress(pw.IntegrityError):
+                        added.extend(self.add_many([fields], "from a tracker"))
+            done.extend(f"{ticket.source}: added {ticket.key}" for ticket in added)
+        for item in items:
+            ticket = known.get(item.source)
+            changed = self._update_from(ticket, item) if ticket is not None else None
+            if changed:
+                done.append(f"{item.source}: {changed}")
+        return done
+
+    def _fields_of(self, item: WorkItem) -> dict[str, Any]:
         title = " ".join(storable(item.title).split())[:MAX_TITLE] or "(untitled)"
         body = storable(item.body)[:MAX_TEXT]
-        known = sources.tickets_by_source([item.source]).get(item.source)
-        if known is None:
-            if not item.open:
-                return None
-            fields = {"title": title, "body": body, "repo": item.repo, "source": item.source}
-            fields["source_url"] = item.url or None
-            try:
-                ticket = write(lambda: self.controller.add_ticket(fields, f"from {item.source}"))
-            except pw.IntegrityError:  # another controller added it a moment ago
-                return None
-            notify_controllers()
-            return f"added {ticket.key}"
+        return {"title": title, "body": body, "repo": item.repo, "source": item.source, "source_url": item.url or None}
+
+    def _update_from(self, known: Ticket, item: WorkItem) -> str | None:
         if not item.open:
             if known.status not in ("todo", "in_progress", "in_review"):
                 return None
             self.stop(known.key, why=f"{item.source} was closed" + (f" by {item.closed_by}" if item.closed_by else ""))
             return f"stopped {known.key}"
-        if known.status == "todo" and known.attempts == 0 and (known.title, known.body) != (title, body):
-            self.edit(known.key, title=title, body=body)
+        fields = self._fields_of(item)
+        if (
+            known.status == "todo"
+            and known.attempts == 0
+            and (known.title, known.body) != (fields["title"], fields["body"])
+        ):
+            self.edit(known.key, title=fields["title"], body=fields["body"])
             return f"updated {known.key}"
         return None
 
@@ -284,6 +303,10 @@ class Service:
         changed = write(self.controller.release_killswitch)
         notify_controllers()
         return bool(changed)
+
+
+def _why(why: str, fields: Mapping[str, Any]) -> str:
+    return f"from {fields['source']}" if fields.get("source") else why
 
 
 def _required(name: str, value: Any) -> str:

@@ -47,7 +47,9 @@ MAX_BACKOFF = 300.0
 MAX_ATTEMPTS = 10
 TELL_OWNER_AFTER = 3
 HEALTH_KEY = "sync:failing"
-INTERVAL = 1.0  # seconds between passes under `mc run`
+INTERVAL = 1.0  # seconds between passes under `mc run` (the sources pace themselves)
+MIN_GAP = 0.5  # seconds, at least, between two passes
+SCAN_INTERVAL = 5.0  # seconds between looks at the store for work to hand back and news to read, unless woken
 
 
 @dataclass
@@ -98,30 +100,30 @@ class Sync:
 
     # -- one pass --------------------------------------------------------------------------------
 
-    def run_once(self) -> Summary:
-        """One pass: in, out, news (see the module's docstring)."""
+    def run_once(self, scan: bool = True) -> Summary:
+        """One pass: in, and with ``scan`` out and news (see the module's docstring)."""
         summary = Summary()
         if not self.loaded:
             self.paces = stored_paces()
             self.health_written = json.dumps(_health_rows(self.paces), sort_keys=True)
             self.loaded = True
         self.take_items(summary)
-        self.deliver(summary)
-        self.read_news(summary)
+        if scan:
+            self.deliver(summary)
+            self.read_news(summary)
         self.save_health()
         return summary
 
     def take_items(self, summary: Summary) -> None:
         """Every source's items, as tickets."""
         for plugin, function, argnames in self.impls["list_work_items"]:
-            items = self._call(plugin, "list_work_items", None, function, argnames, summary)
-            for item in items or ():
-                if not isinstance(item, WorkItem) or not item.source or len(item.source) > 255:
+            items = self._call(plugin, "list_work_items", None, function, argnames, summary) or ()
+            good = [item for item in items if isinstance(item, WorkItem) and 0 < len(item.source) <= 255]
+            for item in items:
+                if item not in good:
                     summary.failed.append(f"{plugin}: not a WorkItem with a source id: {short(repr(item), 80)}")
-                    continue
-                done = Service(self.config, actor=plugin).take_work_item(item)
-                if done:
-                    summary.done.append(f"{item.source}: {done}")
+            if good:
+                summary.done.extend(Service(self.config, actor=plugin).take_work_items(good))
 
     def deliver(self, summary: Summary) -> None:
         """Hand back every done ticket's work that was not yet, once its commit is done."""
@@ -309,7 +311,9 @@ class Sync:
     # -- under `mc run` ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Run a pass every :data:`INTERVAL` seconds (sooner when woken) in a thread of its own."""
+        """Run a pass every :data:`INTERVAL` seconds in a thread of its own, looking at the store for work
+        to hand back and news to read when woken (this controller committed something: a ticket may be
+        done) or every :data:`SCAN_INTERVAL` seconds (another controller's)."""
         self.thread = threading.Thread(target=self._run, name="mc-sync", daemon=True)
         self.thread.start()
 
@@ -321,14 +325,19 @@ class Sync:
             self.thread.join(wait)
 
     def _run(self) -> None:
+        woken, next_scan = True, 0.0
         while not self.stopping.is_set():
+            now = self.clock()
+            scan = woken or now >= next_scan
             try:
                 db.connect(reuse_if_open=True)
-                self.run_once()
+                self.run_once(scan=scan)
+                next_scan = now + SCAN_INTERVAL if scan else next_scan
             except Exception:  # noqa: BLE001 - the store is away, say: the next pass tries again
                 with contextlib.suppress(Exception):
                     db.close()
-            self.wake.wait(INTERVAL)
+            self.stopping.wait(MIN_GAP)  # a busy controller commits all the time: scan at most this often
+            woken = self.wake.wait(INTERVAL - MIN_GAP)
             self.wake.clear()
         with contextlib.suppress(Exception):
             db.close()
