@@ -138,7 +138,8 @@ def test_claude_code_asks_on_the_issue_and_a_writers_slash_mc_answer_reaches_its
     assert root.show(key)["status"] == "needs_input"
     root.mc("sync", env=env)  # the escalation reaches the issue
     (asked,) = [c for c in gh.state.comments[number] if c["user"]["login"] == "mc-bot"]
-    assert "@elmar-gh" in asked["body"] and unsure in asked["body"]
+    assert "@elmar-gh" in asked["body"] and "Worker died once" in asked["body"]
+    assert unsure not in asked["body"]  # an agent's own words are never posted where everyone reads them
 
     gh.comment(number, "/mc answer Put it in hello.txt at the top level.", user="elmar-gh")
     root.mc("sync", env=env)
