@@ -250,16 +250,21 @@ def test_sigterm_lets_running_workers_finish_then_exits(mc_root: McRoot) -> None
 def test_config_edit_is_picked_up_by_a_running_controller(mc_root: McRoot) -> None:
     mc_root.mc("killswitch", "on")
     controller = mc_root.popen("run")
+
+    def config_events(kind: str) -> int:
+        return mc_root.sql("SELECT COUNT(*) FROM event WHERE action = 'config' AND kind = ?", kind)[0][0]
+
     try:
-        time.sleep(0.5)
+        wait_for(lambda: mc_root.sql("SELECT COUNT(*) FROM controller WHERE stopped_at IS NULL")[0][0] == 1)
+        time.sleep(0.2)  # an edit in the same clock tick as the start would look unchanged
         mc_root.config["escalation"] = {"owner": "tessa"}
         mc_root.config["max_workers"] = "many"
         mc_root.write_config()  # invalid: reported, last good config kept
-        time.sleep(0.5)
+        wait_for(lambda: config_events("error") == 1)
         assert controller.poll() is None
         mc_root.config["max_workers"] = 2
         mc_root.write_config()
-        time.sleep(0.3)
+        wait_for(lambda: config_events("host") == 1)
         mc_root.mc("killswitch", "off")
         key = mc_root.add("escalates", "uncertain")
         wait_for(lambda: mc_root.show(key)["status"] == "needs_input")
