@@ -4,7 +4,7 @@ One pass (``mc sync``, and ``mc run`` every second from a thread of its own) doe
 from what the store says now, so a pass interrupted anywhere is made good by the next:
 
 1. **In**: each source's ``list_work_items``; every item becomes or updates its ticket
-   (:meth:`Service.take_work_item`).
+   (:meth:`Service.take_work_items`).
 2. **Out**: every done ticket from a tracker whose done commit was not handed back yet goes to
    ``deliver_work``, after the commit that made it done; the delivery is recorded once it returned.
 3. **News**: for open deliveries and tickets waiting for a person, ``read_work_news``: feedback on the

@@ -131,7 +131,7 @@ class GitHub:
         controller.push_done_work(ticket, self.clone_url, branch)
         pull = self._open_pull(branch)
         if pull is None:
-            base = self._json(self.gh.rest.repos.get(self.owner, self.name))["default_branch"]
+            base = self.gh.rest.repos.get(self.owner, self.name).json()["default_branch"]
             created = self.gh.rest.pulls.create(
                 self.owner,
                 self.name,
@@ -141,13 +141,13 @@ class GitHub:
                 body=redacted(self._pull_body(ticket, controller, number)),
                 draft=self.draft,
             )
-            pull = self._json(created)
+            pull = created.json()
         self._comment_once(number, f"mc:pull:{pull['number']}", f"Mission Control opened {pull['html_url']} for this.")
         return Delivered(url=str(pull["html_url"]), sha=ticket.done_sha, ref=f"pull/{pull['number']}")
 
     def _open_pull(self, branch: str) -> dict[str, Any] | None:
         found = self.gh.rest.pulls.list(self.owner, self.name, head=f"{self.owner}:{branch}", state="open")
-        pulls = self._json(found)
+        pulls = found.json()
         return pulls[0] if pulls else None
 
     def _pull_body(self, ticket: Ticket, controller: Controller, number: int) -> str:
@@ -178,7 +178,7 @@ class GitHub:
         answers = self._answers(ticket, number, controller) if ticket.status == "needs_input" else ()
         if delivered is None or not delivered.ref.startswith("pull/"):
             return WorkNews(answers=answers)
-        pull = self._json(self.gh.rest.pulls.get(self.owner, self.name, int(delivered.ref.split("/", 1)[1])))
+        pull = self.gh.rest.pulls.get(self.owner, self.name, int(delivered.ref.split("/", 1)[1])).json()
         if pull.get("merged") or pull.get("merged_at"):
             return WorkNews(state="merged", sha=delivered.sha, answers=answers)
         if pull.get("state") == "closed":
@@ -241,7 +241,7 @@ class GitHub:
         return tuple(found)
 
     def _may_write(self, login: str) -> bool:
-        level = self._json(self.gh.rest.repos.get_collaborator_permission_level(self.owner, self.name, login))
+        level = self.gh.rest.repos.get_collaborator_permission_level(self.owner, self.name, login).json()
         return level.get("permission") in WRITERS or (level.get("role_name") in WRITERS)
 
     # -- people --------------------------------------------------------------------------------
@@ -265,12 +265,12 @@ class GitHub:
     def doctor_checks(self) -> list[tuple[bool, str]]:
         try:
             user = self.gh.rest.users.get_authenticated()
-            limit = self._json(self.gh.rest.rate_limit.get())
+            limit = self.gh.rest.rate_limit.get().json()
         except Exception as exc:  # noqa: BLE001 - doctor reports, never raises
             return [(False, f"{self.api_url}: {_why(exc)}")]
         scopes = user.headers.get("x-oauth-scopes")
         core = (limit.get("resources") or {}).get("core") or limit.get("rate") or {}
-        lines = [(True, f"token valid for {self._json(user).get('login')} at {self.api_url}")]
+        lines = [(True, f"token valid for {user.json().get('login')} at {self.api_url}")]
         lines.append((True, f"scopes: {scopes if scopes is not None else '(fine-grained token: not listed)'}"))
         lines.append((core.get("remaining", 1) > 0, f"rate limit: {core.get('remaining')} of {core.get('limit')} left"))
         return lines
@@ -280,7 +280,7 @@ class GitHub:
     def login(self) -> str:
         """Mission Control's own login (its comments and reviews are never feedback or answers)."""
         if self._login is None:
-            self._login = str(self._json(self.gh.rest.users.get_authenticated()).get("login") or "")
+            self._login = str(self.gh.rest.users.get_authenticated().json().get("login") or "")
         return self._login
 
     def _number(self, ticket: Ticket) -> int | None:
@@ -305,13 +305,10 @@ class GitHub:
         """Every page of a listing (following ``Link: rel="next"``), as JSON."""
 
         def page(response: Any) -> list[Any]:
-            data = self._json(response)
+            data = response.json()
             return list(data.get(key, []) if key else data)
 
         return list(self._guard(lambda: list(self.gh.rest.paginate(method, map_func=page, **query))))
-
-    def _json(self, response: Any) -> Any:
-        return response.json()
 
     def _guard(self, call: Any) -> Any:
         """``call()``, with a rate limit turned into :class:`TryLater` (wait until it resets)."""

@@ -195,6 +195,13 @@ class GitHubServer:
             }
             self.state.check_runs.setdefault(sha, []).append(run)
 
+    def finish_check_run(self, sha: str, name: str, conclusion: str) -> None:
+        """The in-progress check run ``name`` on ``sha`` completes with ``conclusion``."""
+        with self.lock:
+            for run in self.state.check_runs.get(sha, []):
+                if run["name"] == name:
+                    run.update(status="completed", conclusion=conclusion)
+
     def review(
         self, number: int, state: str, body: str, user: str = "bob", comments: tuple[tuple[str, int, str], ...] = ()
     ) -> int:

@@ -216,8 +216,14 @@ def test_feedback_waits_until_every_check_on_the_commit_has_finished(github: Git
     github.gh.check_run(sha, "slow", None)
 
     github.sync()
-
     assert github.show(key)["status"] == "done"
+
+    github.gh.finish_check_run(sha, "slow", "success")
+    github.sync()
+
+    assert github.show(key)["status"] == "todo"
+    (gap,) = json.loads(github.root.sql("SELECT pending_feedback FROM ticket")[0][0])["gaps"]
+    assert "tests" in gap and "broken" in gap and "slow" not in gap
 
 
 def test_changes_requested_by_a_reviewer_go_back_with_each_comment_once(github: GitHubRoot) -> None:
@@ -327,7 +333,7 @@ def test_an_escalation_is_asked_on_the_issue_and_answered_by_a_writer_with_slash
 
 def test_a_rate_limit_is_waited_out_and_shown_in_mc_health(github: GitHubRoot) -> None:
     github.gh.issue("Greet")
-    github.gh.rate_limited(reset_in=4)
+    github.gh.rate_limited(reset_in=3600)
 
     synced = github.sync(check=False)
 
@@ -337,7 +343,10 @@ def test_a_rate_limit_is_waited_out_and_shown_in_mc_health(github: GitHubRoot) -
     assert "sync: github list_work_items" in health and "rate limit" in health and "(waiting, not a failure)" in health
     again = github.sync(check=False)
     assert again.returncode == 1 and len(github.gh.requests) == 1  # not even by hand before the reset
-    wait_for(lambda: github.sync(check=False).returncode == 0, timeout=30)
+    (paces,) = github.root.sql("SELECT value FROM meta WHERE key = 'sync:failing'")[0]
+    reset = [{**pace, "retry_at": time.time() - 1} for pace in json.loads(paces)]  # the hour has passed
+    github.root.sql("UPDATE meta SET value = ? WHERE key = 'sync:failing'", json.dumps(reset))
+    github.sync()
     assert len(github.tickets()) == 1
     assert "sync:" not in github.mc("health").stdout
 

@@ -79,9 +79,3 @@ def update_delivery(delivery: Delivery, **fields: Any) -> None:
     if "seen" in fields:
         fields["seen_json"] = json.dumps(sorted(set(fields.pop("seen"))))
     update_row(Delivery, delivery.id, updated_at=time.time(), **fields)
-
-
-def seen_ids(ticket_id: int) -> set[str]:
-    """The tracker ids (feedback, answers) already acted on for this ticket."""
-    found = delivery_of(ticket_id)
-    return set(found.seen) if found is not None else set()
