@@ -116,6 +116,18 @@ class McRoot:
     def show(self, key: str) -> dict[str, Any]:
         return json.loads(self.mc("ticket", "show", key, "--json").stdout)
 
+    def show_all(self, keys: list[str]) -> list[dict[str, Any]]:
+        """What ``mc ticket show KEY --json`` prints, for many tickets at once (one process, not one each)."""
+        result = subprocess.run(
+            [sys.executable, "-c", SHOW_ALL, str(self.config_path), *keys],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=300,
+            check=True,
+        )
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         """Run a query on this root's store, SQLite or PostgreSQL (write ``?`` for parameters)."""
         database = self.config["database"]
@@ -132,6 +144,21 @@ class McRoot:
         counter = self.state / f"{key}.runs"
         return int(counter.read_text()) if counter.exists() else 0
 
+
+# The same reads as `mc ticket show --json`, for every key given.
+SHOW_ALL = """
+import json, sys
+from pathlib import Path
+from mission_control.cli_support import manual, open_store, ticket_by_key
+from mission_control.config import load_config
+from mission_control.store import views
+config = load_config(Path(sys.argv[1]))
+open_store(config)
+controller = manual(config)
+for key in sys.argv[2:]:
+    ticket = ticket_by_key(controller, key)
+    print(json.dumps(views.ticket_details(ticket, controller.budget_of(ticket))))
+"""
 
 POSTGRES_URL = os.environ.get("MC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 POSTGRES_SKIPPED: list[str] = []
@@ -187,17 +214,24 @@ def fresh_postgres(postgres_admin: Any) -> Iterator[str]:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# Policy stories run on SQLite; what depends on the store (transactions, concurrency, crashes, what text
+# survives a round trip) runs on both, marked with this.
+each_store = pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
 def store(request: pytest.FixtureRequest) -> str:
-    """The store to run a test on: the SQLite default, or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
+    """The store to run a test on: the SQLite default, or (under ``@each_store``) also a fresh PostgreSQL
+    database."""
+    if getattr(request, "param", "sqlite") == "sqlite":
         return "mc.db"
     return request.getfixturevalue("fresh_postgres")
 
 
 @pytest.fixture
 def mc_root(tmp_path: Path, store: str) -> McRoot:
-    """A fresh MC root with the scripted agent and reviewer and the four built-in plugins, on each store."""
+    """A fresh MC root with the scripted agent and reviewer and the four built-in plugins (on SQLite, or on
+    each store under ``@each_store``)."""
     return McRoot(tmp_path / "root", database=store)
 
 

@@ -33,9 +33,9 @@ def test_circuit_breaker_engages_the_kill_switch_after_a_storm_of_deaths(mc_root
     assert status["reason"].startswith("circuit breaker: 3 worker deaths within 10 minutes (tickets MC-1")
     runs = sum(mc_root.agent_runs(k) for k in keys)
     assert runs == 3  # nothing more ran after it tripped
-    notified = [e for k in keys for e in mc_root.show(k)["escalations"] if "circuit breaker" in e["reason"]]
+    notified = [e for t in mc_root.show_all(keys) for e in t["escalations"] if "circuit breaker" in e["reason"]]
     assert len(notified) == 1 and notified[0]["owner"] == "elmar"  # (no notify plugin here: nobody was told)
-    assert all(mc_root.show(k)["status"] != "needs_input" or mc_root.show(k)["death_count"] == 2 for k in keys)
+    assert all(t["status"] != "needs_input" or t["death_count"] == 2 for t in mc_root.show_all(keys))
 
 
 def test_only_a_person_releases_the_circuit_breaker_and_counting_starts_again(mc_root: McRoot) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import McRoot
+from conftest import McRoot, each_store
 
 TOKEN = "s3cret-board-token-0123456789"
 
@@ -245,6 +245,7 @@ def test_mc_board_without_the_web_extra_says_how_to_install_it(board_root: McRoo
     ]
 
 
+@each_store
 def test_the_board_serves_either_store(mc_root: McRoot) -> None:
     key = mc_root.add("on this store", "pass")
     mc_root.run()

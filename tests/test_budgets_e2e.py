@@ -76,7 +76,7 @@ def test_a_storm_of_expensive_runs_trips_the_breaker_on_cost_alone(
     result = root.mc("run", "--until-idle", env=root.env(), check=False, timeout=300)
 
     assert result.returncode == 1, result.stderr
-    statuses = [root.show(key)["status"] for key in keys]
+    statuses = [t["status"] for t in root.show_all(keys)]
     # Healthy runs, but the money ran out when the second one reported: its review is held, and the
     # last two tickets never start.
     assert statuses == ["done", "in_review", "todo", "todo"]

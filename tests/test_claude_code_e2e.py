@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import AgentRoot, commit, git, make_repo, reviewer_of, worker_of, worker_runs
+from conftest import AgentRoot, commit, each_store, git, make_repo, reviewer_of, worker_of, worker_runs
 from model_server import bash, error, hang, text, tool, verdict, write
 
 pytestmark = pytest.mark.slow
@@ -35,6 +35,7 @@ def statuses(ticket: dict[str, Any]) -> list[str]:
     return [e["detail"].split(":")[0] for e in ticket["events"] if e["action"] == "status"]
 
 
+@each_store
 def test_a_ticket_goes_to_done_with_a_real_commit_on_its_branch(root: AgentRoot, repo: Path) -> None:
     key = root.mc("ticket", "add", "Add a greeting", "--body", "Create hello.txt", "--repo", str(repo)).stdout.strip()
     root.server.script([*commit("hello.txt", "hello\n", "Add hello.txt"), text("Committed.")], match=worker_of(key))
@@ -69,6 +70,7 @@ def test_a_ticket_goes_to_done_with_a_real_commit_on_its_branch(root: AgentRoot,
     assert spend["cost_usd"] == pytest.approx(worker["cost_usd"] + review["cost_usd"])
 
 
+@each_store
 def test_a_failed_review_comes_back_into_the_same_session_with_the_feedback(root: AgentRoot, repo: Path) -> None:
     key = root.mc("ticket", "add", "Parse numbers", "--repo", str(repo)).stdout.strip()
     root.server.script(

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import McRoot, clean_env
+from conftest import McRoot, clean_env, each_store
 
 
 def mc_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -94,6 +94,7 @@ def test_the_loop_owned_statuses_cannot_be_set_by_hand(mc_root: McRoot) -> None:
     assert mc_root.show(key)["status"] == "todo"
 
 
+@each_store
 def test_ticket_import_adds_every_line_or_none(mc_root: McRoot, tmp_path: Path) -> None:
     good = tmp_path / "good.jsonl"
     good.write_text('{"title": "a"}\n\n{"title": "b", "body": "x", "worker": "default"}\n', encoding="utf-8")
@@ -106,6 +107,7 @@ def test_ticket_import_adds_every_line_or_none(mc_root: McRoot, tmp_path: Path) 
     assert len(json.loads(mc_root.mc("ticket", "list", "--json").stdout)) == 2
 
 
+@each_store
 def test_ticket_text_is_stored_and_shown_byte_exact(mc_root: McRoot) -> None:
     body = "line one\n\t$(rm -rf /); `id` && echo 'quoted' \"double\" | ünïcødé 🚀 \\ back\\slash\n" + "x" * 100_000
     key = mc_root.mc("ticket", "add", "weird $HOME", "--body", body).stdout.strip()
@@ -129,6 +131,7 @@ def test_plugins_lists_sources_and_call_order(mc_root: McRoot) -> None:
     assert "  on_worker_death: dead_worker_retry" in out
 
 
+@each_store
 def test_nul_characters_in_ticket_text_are_refused_with_one_line(mc_root: McRoot, tmp_path: Path) -> None:
     path = tmp_path / "nul.jsonl"
     path.write_text(json.dumps({"title": "a\u0000b"}) + "\n", encoding="utf-8")
@@ -137,6 +140,7 @@ def test_nul_characters_in_ticket_text_are_refused_with_one_line(mc_root: McRoot
     assert result.stderr.strip() == f"mc: {path}:1: title: expected text without NUL characters; nothing was added"
 
 
+@each_store
 def test_a_reviewer_printing_nul_in_its_reasons_is_stored_safely(mc_root: McRoot) -> None:
     mc_root.config["reviewer"]["command"] = [
         sys.executable,

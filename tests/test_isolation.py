@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_hostile_workers import require_sandbox
 
-from conftest import AgentRoot, McRoot, commit, git, make_repo, reviewer_of, worker_of
+from conftest import AgentRoot, McRoot, commit, each_store, git, make_repo, reviewer_of, worker_of
 from mission_control import worktrees
 from model_server import bash, text, verdict, write
 
@@ -243,7 +243,7 @@ class Answering:
         self.httpd.server_close()
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
+@each_store
 def test_a_run_reaches_its_base_url_and_allowed_hosts_and_nothing_else(tmp_path: Path, store: str) -> None:
     require_sandbox()
     api, allowed, other = Answering("the model API"), Answering("an allowed host"), Answering("the board")
@@ -389,7 +389,7 @@ VERDICT = '{"verdict": "%s", "gaps": ["a backdoor"]}'
 JUDGE = f"if grep -rqs backdoor \"$MC_REPO\" --exclude-dir=.git; then v=fail; else v=pass; fi; printf '{VERDICT}\\n' $v"
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgresql"], indirect=True)
+@each_store
 def test_isolation_campaign_hostile_runs_change_nothing_they_must_not(tmp_path: Path, store: str) -> None:
     """The isolation attacks, two at random in every run of 12 tickets on one repository: filters and hooks
     planted for the controller's git, replace-ref decoys, moves of the user's refs and index, connections to
@@ -429,7 +429,7 @@ def test_isolation_campaign_hostile_runs_change_nothing_they_must_not(tmp_path: 
     finally:
         board.close()
 
-    tickets = [mc.show(key) for key in keys]
+    tickets = mc.show_all(keys)
     acts = [json.loads(line) for line in (out / "acts.jsonl").read_text().splitlines()]
     done = [t for t in tickets if t["status"] == "done"]
     forged = [t["key"] for t in done if "backdoor" in git(repo, "show", f"{t['done_sha']}:{t['key']}.txt")]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import McRoot, make_repo, running_with_arg, worker_runs
+from conftest import McRoot, each_store, make_repo, running_with_arg, worker_runs
 from mission_control.ticket_runtime import find_sentinel
 
 pytestmark = pytest.mark.slow  # end-to-end: real `mc` processes (CI runs them; `-m 'not slow'` skips)
@@ -190,6 +190,7 @@ def test_reviewer_disabled_marks_done_at_once(mc_root: McRoot) -> None:
     assert (ticket["status"], ticket["reviews"]) == ("done", [])
 
 
+@each_store
 def test_controller_killed_with_sigkill_loses_nothing_and_never_runs_twice(mc_root: McRoot, tmp_path: Path) -> None:
     mc_root.config["max_workers"] = 3
     set_worker(
@@ -205,7 +206,7 @@ def test_controller_killed_with_sigkill_loses_nothing_and_never_runs_twice(mc_ro
     )
     keys = [mc_root.add(f"t{i}") for i in range(3)]
     controller = mc_root.popen("run")
-    wait_for(lambda: all(mc_root.show(k)["status"] == "in_progress" for k in keys))
+    wait_for(lambda: all(t["status"] == "in_progress" for t in mc_root.show_all(keys)))
     controller.send_signal(signal.SIGKILL)
     controller.wait()
     mc_root.run()
@@ -215,6 +216,7 @@ def test_controller_killed_with_sigkill_loses_nothing_and_never_runs_twice(mc_ro
         assert (mc_root.state / f"{key}.runs").read_text() == "x"  # the worker ran exactly once
 
 
+@each_store
 def test_report_recorded_while_controller_was_down_is_applied_not_counted_as_death(mc_root: McRoot) -> None:
     set_worker(mc_root, py("import time; time.sleep(1); print('DONE: a0000010000')"))
     key = mc_root.add("finishes alone")
@@ -228,6 +230,7 @@ def test_report_recorded_while_controller_was_down_is_applied_not_counted_as_dea
     assert (ticket["status"], ticket["death_count"], len(worker_runs(ticket))) == ("done", 0, 1)
 
 
+@each_store
 def test_two_controllers_never_start_the_same_ticket(mc_root: McRoot) -> None:
     keys = [mc_root.add(f"t{i}") for i in range(12)]
     first, second = mc_root.popen("run", "--until-idle"), mc_root.popen("run", "--until-idle")

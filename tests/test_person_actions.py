@@ -107,7 +107,7 @@ def test_the_kill_switch_with_stop_runs_stops_what_is_running_and_loses_nothing(
     try:
         wait_for(lambda: all(mc_root.agent_runs(key) >= 1 for key in keys))
         mc_root.mc("killswitch", "on", "--stop-runs", "--reason", "stop everything")
-        wait_for(lambda: all(mc_root.show(key)["status"] == "todo" for key in keys), 20)
+        wait_for(lambda: all(t["status"] == "todo" for t in mc_root.show_all(keys)), 20)
     finally:
         controller.send_signal(signal.SIGTERM)
         controller.wait(timeout=30)
@@ -116,7 +116,7 @@ def test_the_kill_switch_with_stop_runs_stops_what_is_running_and_loses_nothing(
         assert ticket["death_count"] == 0 and worker_runs(ticket)[0]["outcome"] == "stopped"
     mc_root.mc("killswitch", "off")
     mc_root.run()
-    assert all(mc_root.show(key)["status"] == "done" for key in keys)
+    assert all(t["status"] == "done" for t in mc_root.show_all(keys))
 
 
 def test_an_answer_given_on_the_board_reaches_claude_code_in_the_same_session(

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from conftest import McRoot
+from conftest import McRoot, each_store
 
 pytestmark = pytest.mark.slow  # end-to-end: real `mc` processes (CI runs them; `-m 'not slow'` skips)
 
@@ -65,6 +65,7 @@ def test_before_auto_action_that_raises_fails_closed_and_names_plugin_and_hook(m
     assert errors and errors[0]["actor"] == "broken_veto" and "raised in before_auto_action" in errors[0]["detail"]
 
 
+@each_store
 def test_on_done_sentinel_that_raises_rolls_back_and_parks_the_ticket(mc_root: McRoot) -> None:
     source = RAISES_EVERYWHERE.replace(
         '@hookimpl\ndef before_auto_action(action):\n    raise RuntimeError("veto check broke")\n', ""

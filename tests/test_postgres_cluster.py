@@ -46,12 +46,12 @@ def test_controller_paused_past_its_lease_is_fenced_out(tmp_path: Path, fresh_po
     keys = [mc.add(f"slow {i}") for i in range(4)]
     slow = mc.env(MC_DEMO_DELAY="4", MC_HOST="host-a")
     first = mc.popen("run", env=slow)
-    wait_for(lambda: all(mc.show(k)["status"] == "in_progress" for k in keys))
+    wait_for(lambda: all(t["status"] == "in_progress" for t in mc.show_all(keys)))
     first.send_signal(signal.SIGSTOP)
     second_host = "host-a" if hosts == "same-host" else "host-b"
     second = mc.popen("run", env=mc.env(MC_DEMO_DELAY="0.1", MC_HOST=second_host))
     try:
-        wait_for(lambda: all(mc.show(k)["status"] == "done" for k in keys), timeout=90)
+        wait_for(lambda: all(t["status"] == "done" for t in mc.show_all(keys)), timeout=90)
         first.send_signal(signal.SIGCONT)
         time.sleep(2.5)  # the paused controller resumes, finds its lease gone, lets go
     finally:
@@ -95,7 +95,7 @@ def test_one_killswitch_stops_three_controllers_within_a_tick(tmp_path: Path, fr
         quiet = mc.sql("SELECT count(*) FROM event WHERE kind = 'action' AND created_at > ?", engaged[1] + tick + 0.25)
         assert quiet == [(0,)]
         elsewhere.mc("killswitch", "off")
-        wait_for(lambda: all(mc.show(k)["status"] in ("done", "needs_input") for k in keys), timeout=180)
+        wait_for(lambda: all(t["status"] in ("done", "needs_input") for t in mc.show_all(keys)), timeout=180)
     finally:
         for controller in controllers:
             controller.send_signal(signal.SIGTERM)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from scripts import expected, random_script
 
-from conftest import McRoot, worker_runs
+from conftest import McRoot, each_store, worker_runs
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,8 @@ def add_scripted(mc: McRoot, scripts: list[list[str]]) -> list[str]:
 
 
 def check_all(mc: McRoot, keys: list[str], scripts: list[list[str]], seed: object) -> None:
-    for key, script in zip(keys, scripts, strict=True):
-        ticket, want = mc.show(key), expected(script)
+    for key, script, ticket in zip(keys, scripts, mc.show_all(keys), strict=True):
+        want = expected(script)
         got = (
             ticket["status"],
             mc.agent_runs(key),
@@ -97,6 +97,7 @@ CRASH_POINTS = (
 )
 
 
+@each_store
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_a_report_is_applied_exactly_once_whenever_the_controller_dies(tmp_path: Path, point: str, store: str) -> None:
     mc = McRoot(tmp_path / "root", max_workers=1, database=store)
@@ -340,7 +341,7 @@ def test_hostile_campaign_hostile_workers_and_controller_sigkills(tmp_path: Path
     refused = [a for a in acts if a["act"] in ("record-own-verdict", "release-killswitch", "set-own-status")]
     assert all(a["outcome"] != 0 for a in refused), refused  # no person's command worked from inside a run
     assert precious.read_text(encoding="utf-8") == "not yours"
-    reviewers = {r["reviewer"] for key in keys for r in mc.show(key)["reviews"]}
+    reviewers = {r["reviewer"] for ticket in mc.show_all(keys) for r in ticket["reviews"]}
     assert reviewers <= {"shadow_reviewer"}, reviewers
     report(
         f"hostile workers (sandbox {sandbox}) + controller SIGKILLed",

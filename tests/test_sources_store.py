@@ -9,10 +9,13 @@ from pathlib import Path
 import peewee as pw
 import pytest
 
+from conftest import each_store
 from mission_control.store import queries, sources
 from mission_control.store.connection import close_database, open_database
 from mission_control.store.migration import init_schema
 from mission_control.store.transactions import write
+
+pytestmark = each_store
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import McRoot
+from conftest import McRoot, each_store
 from mission_control.store import StoreError
 from mission_control.store.connection import open_database
 
@@ -54,6 +54,7 @@ def test_ticket_keys_use_the_configured_prefix(tmp_path: Path) -> None:
     assert [mc.add("a"), mc.add("b")] == ["OPS-1", "OPS-2"]
 
 
+@each_store
 def test_database_and_logs_are_readable_by_the_owner_only(mc_root: McRoot) -> None:
     key = mc_root.add("private")
     mc_root.run()
