@@ -23,6 +23,7 @@ import base64
 import os
 import re
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mc_hooks import hookimpl
@@ -129,7 +130,7 @@ class GitHub:
             return None
         branch = ticket.branch or f"mc/{ticket.key}"
         controller.push_done_work(ticket, self.clone_url, branch)
-        pull = self._open_pull(branch)
+        pull: Mapping[str, object] | None = self._open_pull(branch)
         if pull is None:
             base = self.gh.rest.repos.get(self.owner, self.name).json()["default_branch"]
             created = self.gh.rest.pulls.create(
@@ -145,7 +146,7 @@ class GitHub:
         self._comment_once(number, f"mc:pull:{pull['number']}", f"Mission Control opened {pull['html_url']} for this.")
         return Delivered(url=str(pull["html_url"]), sha=ticket.done_sha, ref=f"pull/{pull['number']}")
 
-    def _open_pull(self, branch: str) -> dict[str, Any] | None:
+    def _open_pull(self, branch: str) -> Mapping[str, object] | None:
         found = self.gh.rest.pulls.list(self.owner, self.name, head=f"{self.owner}:{branch}", state="open")
         pulls = found.json()
         return pulls[0] if pulls else None

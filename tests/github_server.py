@@ -268,7 +268,7 @@ class GitHubServer:
         with self.lock:
             self.requests.append(recorded)
         status, payload, extra = self._answer(method, parts.path, query, headers, body)
-        recorded.status = self._send(handler, status, payload, extra, headers)
+        self._send(handler, status, payload, extra, recorded)
 
     def _answer(
         self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: Any
@@ -425,14 +425,16 @@ class GitHubServer:
         return f"{self.url}{path}?{urlencode({**query, 'page': page})}"
 
     def _send(
-        self, handler: BaseHTTPRequestHandler, status: int, payload: Any, extra: dict[str, str], headers: dict[str, str]
-    ) -> int:
+        self, handler: BaseHTTPRequestHandler, status: int, payload: Any, extra: dict[str, str], recorded: Recorded
+    ) -> None:
+        """Answer, having recorded the status first (the client may read the record as soon as it has the answer)."""
         data = json.dumps(payload).encode() if payload is not None else b""
         etag = f'W/"{hashlib.sha256(data).hexdigest()[:32]}"'
-        if status == 200 and handler.command == "GET" and headers.get("if-none-match") == etag:
+        if status == 200 and handler.command == "GET" and recorded.headers.get("if-none-match") == etag:
             status, data = 304, b""
             with self.lock:
                 self.remaining += 1  # a 304 does not count against the rate limit
+        recorded.status = status
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json; charset=utf-8")
         handler.send_header("Content-Length", str(len(data)))
@@ -453,7 +455,6 @@ class GitHubServer:
             handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(data)
-        return status
 
 
 _REASONS = {
