@@ -188,7 +188,7 @@ class Pickup:
             self.effects.open()
             self.effects.start()
         if self.sync and self.sync.thread is None:
-            self.sync.start()
+            self.sync.start(me=lambda: self.ctx.me)
         self.controller.deliver_effects()
         self.started = True
         return True
@@ -416,7 +416,7 @@ class Pickup:
         self.sync.stop()
         self.sync = Sync(config, plugins)
         if self.sync:
-            self.sync.start()
+            self.sync.start(me=lambda: self.ctx.me)
         write(lambda: self.controller.record(None, "config", "reloaded config.yaml", kind="host"))
 
 

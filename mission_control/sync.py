@@ -17,6 +17,9 @@ waits 1, 2, 4 … s (at most :data:`MAX_BACKOFF`) before it is called again for 
 that raises :class:`~mc_hooks.work.TryLater` (a rate limit) waits as long as it asked. Failures show in
 ``mc health``; a delivery that keeps failing is reported to the owner after :data:`TELL_OWNER_AFTER`
 attempts and given up after :data:`MAX_ATTEMPTS` (until the next start).
+
+Under ``mc run``, one controller syncs for the whole store: the oldest with a live lease. Others skip
+their passes (N hosts on one store do not ask the trackers N times), and take over when its lease ends.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from mission_control.config import Config
 from mission_control.controller import Controller, short
 from mission_control.service import Refused, Service
 from mission_control.store import queries, sources
-from mission_control.store.connection import notify_controllers
+from mission_control.store.connection import db_time, notify_controllers
 from mission_control.store.models import Delivery, Ticket, db
 from mission_control.store.transactions import write
 
@@ -93,6 +96,7 @@ class Sync:
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
+        self.me: Callable[[], int | None] = lambda: None
         self.health_written = ""
 
     def __bool__(self) -> bool:
@@ -310,10 +314,12 @@ class Sync:
 
     # -- under `mc run` ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, me: Callable[[], int | None]) -> None:
         """Run a pass every :data:`INTERVAL` seconds in a thread of its own, looking at the store for work
         to hand back and news to read when woken (this controller committed something: a ticket may be
-        done) or every :data:`SCAN_INTERVAL` seconds (another controller's)."""
+        done) or every :data:`SCAN_INTERVAL` seconds (another controller's), while controller ``me()`` is
+        the one that syncs for the store (:meth:`syncing`)."""
+        self.me = me
         self.thread = threading.Thread(target=self._run, name="mc-sync", daemon=True)
         self.thread.start()
 
@@ -324,6 +330,12 @@ class Sync:
         if self.thread is not None:
             self.thread.join(wait)
 
+    def syncing(self) -> bool:
+        """Whether this controller is the one that syncs for the store: the oldest whose lease is fresh."""
+        mine = self.me()
+        fresh_since = db_time() - self.config.lease_seconds
+        return mine is not None and queries.syncing_controller(fresh_since) == mine
+
     def _run(self) -> None:
         woken, next_scan = True, 0.0
         while not self.stopping.is_set():
@@ -331,8 +343,9 @@ class Sync:
             scan = woken or now >= next_scan
             try:
                 db.connect(reuse_if_open=True)
-                self.run_once(scan=scan)
-                next_scan = now + SCAN_INTERVAL if scan else next_scan
+                if self.syncing():
+                    self.run_once(scan=scan)
+                    next_scan = now + SCAN_INTERVAL if scan else next_scan
             except Exception:  # noqa: BLE001 - the store is away, say: the next pass tries again
                 with contextlib.suppress(Exception):
                     db.close()

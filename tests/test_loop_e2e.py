@@ -240,6 +240,49 @@ def test_two_controllers_never_start_the_same_ticket(mc_root: McRoot) -> None:
         assert (ticket["status"], len(worker_runs(ticket)), mc_root.agent_runs(key)) == ("done", 1, 1)
 
 
+COUNTED_SOURCE = """
+import os
+from mc_hooks import hookimpl
+
+@hookimpl
+def list_work_items():
+    with open(os.environ["MC_ASKED_LOG"], "a") as log:
+        log.write(f"{os.getpid()}\\n")
+    return []
+"""
+
+
+@each_store
+def test_one_controller_syncs_for_the_store_and_another_takes_over_when_it_stops(
+    mc_root: McRoot, tmp_path: Path
+) -> None:
+    (mc_root.path / "counted_source.py").write_text(COUNTED_SOURCE, encoding="utf-8")
+    mc_root.config["plugins"]["counted_source"] = {"enabled": True}
+    mc_root.write_config()
+    asked = tmp_path / "asked.log"
+    env = mc_root.env(PYTHONPATH=str(mc_root.path), MC_ASKED_LOG=str(asked))
+
+    def askers() -> set[str]:
+        return set(asked.read_text().split()) if asked.exists() else set()
+
+    first = mc_root.popen("run", env=env)
+    wait_for(lambda: askers() == {str(first.pid)})
+    second = mc_root.popen("run", env=env)
+    try:
+        wait_for(lambda: mc_root.sql("SELECT COUNT(*) FROM controller WHERE stopped_at IS NULL")[0][0] == 2)
+        time.sleep(2.5)  # a pass a second: the second controller has had its chances
+        assert askers() == {str(first.pid)}  # the trackers are asked once per store, not once per controller
+
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+
+        wait_for(lambda: str(second.pid) in askers(), timeout=20)
+    finally:
+        for controller in (first, second):
+            controller.send_signal(signal.SIGTERM)
+            controller.communicate(timeout=60)
+
+
 def test_sigterm_lets_running_workers_finish_then_exits(mc_root: McRoot) -> None:
     set_worker(mc_root, py("import time; time.sleep(1); print('DONE: a0000010000')"))
     key = mc_root.add("finishes during shutdown")

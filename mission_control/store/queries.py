@@ -56,6 +56,18 @@ def live_controllers(excluding: int) -> list[ControllerProcess]:
     )
 
 
+def syncing_controller(fresh_since: float) -> int | None:
+    """The one controller that runs the sync pass for the whole store: the oldest whose lease is held and
+    was renewed since ``fresh_since``; None when there is none."""
+    row = (
+        ControllerProcess.select(ControllerProcess.id)
+        .where(ControllerProcess.stopped_at.is_null() & (ControllerProcess.heartbeat_at >= fresh_since))
+        .order_by(ControllerProcess.id)
+        .first()
+    )
+    return row.id if row is not None else None
+
+
 def end_leases(controller_ids: list[int]) -> None:
     """Mark gone controllers stopped (once)."""
     (
