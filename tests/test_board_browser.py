@@ -275,3 +275,23 @@ def test_a_person_answers_a_ticket_from_the_board_and_it_goes_back_to_its_agent(
         server.stop()
     ticket = mc.show(key)
     assert [e["actor"] for e in ticket["events"] if e["action"] == "answer"] == ["board"]
+
+
+def test_a_tracker_tickets_page_links_its_issue_and_a_script_url_is_only_text(
+    page: Any, board: Board, mc: McRoot
+) -> None:
+    first, second = mc.add("from github"), mc.add("hostile link")
+    update = "UPDATE ticket SET source = ?, source_url = ? WHERE key = ?"
+    mc.sql(update, "github:acme/app#12", "https://github.com/acme/app/issues/12", first)
+    mc.sql(update, "evil:1", "javascript:alert(1)", second)
+
+    page.goto(f"{board.url}/tickets/{first}")
+    expect(page.get_by_role("link", name="github:acme/app#12")).to_have_attribute(
+        "href", "https://github.com/acme/app/issues/12"
+    )
+    page.goto(f"{board.url}/tickets/{second}")
+    page.get_by_text("evil:1").click()
+    page.wait_for_timeout(300)
+
+    assert page.locator('a[href^="javascript:"]').count() == 0
+    assert page.dialogs == [], page.dialogs  # type: ignore[attr-defined]
